@@ -1,0 +1,1 @@
+"""Instruction finetuning of GPT-2 with PyTorch Lightning and Hydra."""

@@ -1,0 +1,103 @@
+"""Callbacks that make a run folder self-describing: `summary.json` and TensorBoard hparams."""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lit_sft.data import IGNORE_INDEX
+
+SUMMARY_METRICS = {
+    "train_loss": "train/loss",
+    "val_loss": "val/loss",
+    "val_response_loss": "val/response_loss",
+}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: the CUDA allocator's on a GPU, else the resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Writes `data` to `path` through a temporary file, so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+class RunSummary(L.Callback):
+    """Measures training throughput and writes `summary.json` (and hparams) when the fit ends."""
+
+    def __init__(self, run_dir: str | Path, hparams: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.hparams = hparams
+        self.tokens = 0
+        self.target_tokens = 0
+        self.train_time = 0.0
+        self._step_start = 0.0
+        self._fit_start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.train_time += time.perf_counter() - self._step_start
+        self.tokens += batch["input_ids"].numel() * trainer.world_size
+        self.target_tokens += int((batch["targets"] != IGNORE_INDEX).sum()) * trainer.world_size
+
+    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """The run's final metrics and costs."""
+        metrics = trainer.callback_metrics
+        datamodule = trainer.datamodule
+        return {
+            "status": "finished",
+            **self.hparams,
+            **{key: float(metrics[tag]) for key, tag in SUMMARY_METRICS.items() if tag in metrics},
+            "steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "tokens": self.tokens,
+            "target_tokens": self.target_tokens,
+            "train_tokens_per_sec": self.tokens / self.train_time if self.train_time else 0.0,
+            "peak_memory_mb": peak_memory_mb(pl_module.device),
+            "wall_time_s": time.perf_counter() - self._fit_start,
+            "truncated_entries": dict(getattr(datamodule, "truncated", {})),
+            "response_cut_entries": dict(getattr(datamodule, "response_cut", {})),
+            "parameters": sum(p.numel() for p in pl_module.parameters()),
+        }
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        summary = self.summary(trainer, pl_module)
+        if not trainer.is_global_zero:
+            return
+        write_json(self.run_dir / "summary.json", summary)
+        if isinstance(trainer.logger, TensorBoardLogger):
+            final = {f"hparams/{key}": summary[key] for key in SUMMARY_METRICS if key in summary}
+            trainer.logger.log_hyperparams(self.hparams, final)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException
+    ) -> None:
+        if trainer.is_global_zero:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            write_json(
+                self.run_dir / "summary.json",
+                {
+                    "status": status,
+                    **self.hparams,
+                    "steps": trainer.global_step,
+                    "error": repr(error),
+                },
+            )

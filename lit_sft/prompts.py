@@ -1,0 +1,69 @@
+"""Prompt styles: how an `{instruction, input, output}` entry becomes text, chosen by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+
+class PromptStyle:
+    """A prompt format; training text is `prompt(entry) + entry["output"]`."""
+
+    name: ClassVar[str]
+    response_header: ClassVar[str]
+
+    def instruction_text(self, entry: Mapping[str, str]) -> str:
+        """The formatted instruction and input, without the response header."""
+        raise NotImplementedError
+
+    def prompt(self, entry: Mapping[str, str]) -> str:
+        """Everything the model sees before its answer: generation starts right after this."""
+        return self.instruction_text(entry) + self.response_header
+
+    def extract_response(self, text: str) -> str:
+        """The answer in generated `text`: what follows the response header (if present), stripped."""
+        _, header, answer = text.partition(self.response_header.strip())
+        return (answer if header else text).strip()
+
+
+class Alpaca(PromptStyle):
+    """The Alpaca format the book's chapter 7 uses."""
+
+    name = "alpaca"
+    response_header = "\n\n### Response:\n"
+
+    def instruction_text(self, entry: Mapping[str, str]) -> str:
+        text = (
+            "Below is an instruction that describes a task. "
+            "Write a response that appropriately completes the request."
+            f"\n\n### Instruction:\n{entry['instruction']}"
+        )
+        if entry.get("input"):
+            text += f"\n\n### Input:\n{entry['input']}"
+        return text
+
+
+class Phi3(PromptStyle):
+    """Microsoft's Phi-3 chat format, as in the book's exercise 7.1."""
+
+    name = "phi3"
+    response_header = "\n<|assistant|>:\n"
+
+    def instruction_text(self, entry: Mapping[str, str]) -> str:
+        text = f"<|user|>\n{entry['instruction']}"
+        if entry.get("input"):
+            text += f"\n{entry['input']}"
+        return text
+
+
+PROMPT_STYLES: Mapping[str, type[PromptStyle]] = {style.name: style for style in (Alpaca, Phi3)}
+
+
+def prompt_style(name: str) -> PromptStyle:
+    """The prompt style registered under `name`."""
+    try:
+        return PROMPT_STYLES[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown prompt style {name!r}; valid styles: {', '.join(sorted(PROMPT_STYLES))}"
+        ) from None

@@ -1,0 +1,339 @@
+"""Compare the runs of a sweep: a ranked Markdown/CSV table and one plot of every val-loss curve."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing import event_accumulator
+
+FINISHED = "finished"
+FAILED = "failed"
+UNFINISHED = "unfinished"
+
+# (summary key, Markdown header, format spec); score columns go in front of these.
+SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("val_loss", "val loss", ".4f"),
+    ("val_response_loss", "val response loss", ".4f"),
+    ("train_loss", "train loss", ".4f"),
+    ("train_tokens_per_sec", "tokens/s", ".0f"),
+    ("wall_time_s", "wall time (s)", ".1f"),
+    ("peak_memory_mb", "peak memory (MB)", ".0f"),
+)
+MAX_ERROR_CHARS = 120
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run folder of a sweep: its overrides, status and whatever summaries it wrote."""
+
+    path: Path
+    overrides: dict[str, str]
+    status: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    eval_summary: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The summary's numbers plus the eval score, keyed by its metric name."""
+        values = {k: float(v) for k, v in self.summary.items() if _is_number(v)}
+        ev = self.eval_summary or {}
+        if ev.get("metric") and _is_number(ev.get("mean")):
+            values[ev["metric"]] = float(ev["mean"])
+        return values
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass, but flags like mask_instructions are not metrics.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _natural_key(name: str) -> list[int | str]:
+    # Hydra numbers jobs 0, 1, ..., 10: order "10_..." after "9_...", not after "1_...".
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def find_run_dirs(sweep_dir: Path) -> list[Path]:
+    """Run folders (those holding `.hydra/`) directly under `sweep_dir`, or `sweep_dir` itself."""
+    if (sweep_dir / ".hydra").is_dir():
+        return [sweep_dir]
+    runs = [p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()] if sweep_dir.is_dir() else []
+    return sorted(runs, key=lambda p: _natural_key(p.name))
+
+
+def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
+    """Map the `key=value` strings of `.hydra/overrides.yaml` to a dict, dropping `+`/`++`."""
+    pairs = (line.lstrip("+").partition("=") for line in lines)
+    return {key: value for key, _, value in pairs}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    """Read one run folder; a missing `summary.json` means the run never got to the end."""
+    overrides = parse_overrides(
+        yaml.safe_load((run_dir / ".hydra/overrides.yaml").read_text()) or []
+    )
+    try:
+        summary = _read_json(run_dir / "summary.json")
+    except json.JSONDecodeError as err:
+        return RunRecord(run_dir, overrides, FAILED, error=f"unreadable summary.json: {err}")
+    if summary is None:
+        return RunRecord(run_dir, overrides, UNFINISHED)
+    status = summary.get("status", FINISHED)
+    eval_summary = _read_json(run_dir / "eval" / "eval-summary.json")
+    return RunRecord(run_dir, overrides, status, summary, eval_summary, summary.get("error"))
+
+
+def collect_runs(sweep_dir: Path) -> list[RunRecord]:
+    """Every run of a sweep (or of any folder whose subfolders hold `.hydra/`), in job order."""
+    run_dirs = find_run_dirs(Path(sweep_dir))
+    if not run_dirs:
+        raise ValueError(f"no runs in {sweep_dir}: expected subfolders holding .hydra/")
+    return [load_run(d) for d in run_dirs]
+
+
+def swept_keys(runs: Sequence[RunRecord]) -> list[str]:
+    """Override keys whose value differs between runs (missing counts as a value), in order."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.overrides))
+    return [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1]
+
+
+def score_names(runs: Sequence[RunRecord]) -> list[str]:
+    """Evaluation metrics (`judge`, `exact_match`) that at least one run was scored with."""
+    names = (r.eval_summary.get("metric") for r in runs if r.eval_summary)
+    return sorted({n for n in names if n})
+
+
+def metric_names(runs: Sequence[RunRecord]) -> list[str]:
+    """Metrics to sort by: scores first, then every number the finished runs report."""
+    scores = score_names(runs)
+    numbers = dict.fromkeys(k for r in runs if r.status == FINISHED for k in r.metrics)
+    return scores + [k for k in numbers if k not in scores]
+
+
+def default_metric(runs: Sequence[RunRecord]) -> str:
+    """The evaluation score if any run has one, else `val_loss`."""
+    scores = score_names(runs)
+    return scores[0] if scores else "val_loss"
+
+
+def higher_is_better(metric: str, runs: Sequence[RunRecord]) -> bool:
+    """Whether bigger is better: true for scores and throughput, not losses, time or memory."""
+    return metric in score_names(runs) or metric.endswith("_per_sec")
+
+
+def check_metric(metric: str, runs: Sequence[RunRecord]) -> None:
+    """Raise ValueError naming the valid metrics unless `metric` is one of them."""
+    valid = metric_names(runs)
+    if metric not in valid:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(valid)}")
+
+
+def rank_runs(runs: Sequence[RunRecord], metric: str, descending: bool) -> list[RunRecord]:
+    """Finished runs sorted by `metric` (those without it last), then failed, then unfinished."""
+    finished = [r for r in runs if r.status == FINISHED]
+    scored = [r for r in finished if metric in r.metrics]
+    scored.sort(key=lambda r: r.metrics[metric], reverse=descending)
+    unscored = [r for r in finished if metric not in r.metrics]
+    rest = [r for r in runs if r.status != FINISHED]
+    rest.sort(key=lambda r: r.status == UNFINISHED)
+    return scored + unscored + rest
+
+
+def run_label(run: RunRecord, keys: Sequence[str]) -> str:
+    """Name a run by its swept values, e.g. `model=gpt2-tiny,prompt=alpaca`; else by its folder."""
+    parts = [f"{k}={run.overrides[k]}" for k in keys if k in run.overrides]
+    return ",".join(parts) or run.name
+
+
+def _ci95_half_width(eval_summary: dict[str, Any]) -> float | None:
+    ci = eval_summary.get("ci95")
+    if not ci or len(ci) != 2 or not all(_is_number(x) for x in ci):
+        return None
+    return (ci[1] - ci[0]) / 2
+
+
+def run_values(run: RunRecord, keys: Sequence[str], scores: Sequence[str]) -> dict[str, Any]:
+    """One report row as plain values: folder, swept values, scores, summary numbers, status."""
+    row: dict[str, Any] = {"run": run.name}
+    row.update({k: run.overrides.get(k) for k in keys})
+    ev = run.eval_summary or {}
+    for name in scores:
+        own = ev.get("metric") == name
+        row[name] = run.metrics.get(name) if own else None
+        row[f"{name}_ci95"] = _ci95_half_width(ev) if own else None
+    row.update({key: run.metrics.get(key) for key, _, _ in SUMMARY_COLUMNS})
+    row["status"] = run.status
+    row["error"] = run.error
+    return row
+
+
+def _cell(value: Any, spec: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    text = format(value, spec) if _is_number(value) else str(value)
+    # A pipe or a newline inside a cell would break the table.
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _status_cell(status: str, error: str | None) -> str:
+    if not error:
+        return _cell(status)
+    short = error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
+    return _cell(f"{status}: {short}")
+
+
+def _score_cell(score: float | None, half_width: float | None) -> str:
+    if score is None or half_width is None:
+        return _cell(score, ".1f")
+    return f"{score:.1f} ± {half_width:.1f}"
+
+
+def markdown_table(runs: Sequence[RunRecord], keys: Sequence[str], scores: Sequence[str]) -> str:
+    """A Markdown table of already ranked runs; only finished runs get a rank number."""
+    id_headers = list(keys) or ["run"]
+    headers = ["#", *id_headers, *scores] + [h for _, h, _ in SUMMARY_COLUMNS] + ["status"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    ranks = iter(range(1, len(runs) + 1))
+    for run in runs:
+        row = run_values(run, keys, scores)
+        cells = [str(next(ranks)) if run.status == FINISHED else ""]
+        cells += [_cell(row[k]) for k in id_headers]
+        cells += [_score_cell(row[s], row[f"{s}_ci95"]) for s in scores]
+        cells += [_cell(row[key], spec) for key, _, spec in SUMMARY_COLUMNS]
+        cells.append(_status_cell(run.status, run.error))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(
+    runs: Sequence[RunRecord], keys: Sequence[str], scores: Sequence[str], path: Path
+) -> Path:
+    """Write the ranked runs as CSV with full-precision numbers and the full error text."""
+    rows = [run_values(run, keys, scores) for run in runs]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_scalar(run_dir: Path, tag: str = "val/loss") -> list[tuple[int, float]]:
+    """(step, value) pairs of a scalar from every event file under `run_dir/tb`, sorted by step."""
+    points: dict[int, float] = {}
+    # Event file names start with the creation time, so name order is write order.
+    files = sorted(
+        (run_dir / "tb").rglob("events.out.tfevents.*"), key=lambda p: _natural_key(p.name)
+    )
+    for file in files:
+        acc = event_accumulator.EventAccumulator(str(file), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            # A resumed run logs the same steps again in a newer file; the newer value wins.
+            points.update({e.step: e.value for e in acc.Scalars(tag)})
+    return sorted(points.items())
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's scalar curve, labelled for a plot legend."""
+
+    label: str
+    points: list[tuple[int, float]]
+    finished: bool = True
+
+
+def val_loss_curves(runs: Sequence[RunRecord], keys: Sequence[str]) -> list[Curve]:
+    """Val-loss curve of every run that logged one; runs that did not finish say so in the label."""
+    curves = []
+    for run in runs:
+        finished = run.status == FINISHED
+        label = run_label(run, keys) + ("" if finished else f" ({run.status})")
+        if points := read_scalar(run.path):
+            curves.append(Curve(label, points, finished))
+    return curves
+
+
+def plot_val_loss(curves: Sequence[Curve], path: Path) -> Path:
+    """Draw one labelled val-loss line per run into a PNG (dashed for runs that did not finish)."""
+    # Figure + Agg canvas rather than pyplot: no global backend or figure registry to leak.
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for curve in curves:
+        steps, values = zip(*curve.points, strict=True)
+        style = "-" if curve.finished else "--"
+        ax.plot(steps, values, style, marker="o", markersize=3, label=curve.label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("val loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m lit_sft.report", description=__doc__)
+    parser.add_argument(
+        "sweep_dir", type=Path, help="multirun folder, or any folder of run folders"
+    )
+    parser.add_argument("--metric", help="sort by this metric (default: the score, else val_loss)")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument(
+        "--ascending", dest="descending", action="store_false", default=None, help="smallest first"
+    )
+    order.add_argument("--descending", dest="descending", action="store_true", help="largest first")
+    parser.add_argument("--out", type=Path, help="where to write the report (default: sweep_dir)")
+    return parser, parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write report.md, report.csv and val_loss.png for a sweep and print the table."""
+    parser, args = _parse_args(argv)
+    try:
+        runs = collect_runs(args.sweep_dir)
+        metric = args.metric or default_metric(runs)
+        check_metric(metric, runs)
+    except ValueError as err:
+        parser.error(str(err))
+    descending = higher_is_better(metric, runs) if args.descending is None else args.descending
+    keys, scores = swept_keys(runs), score_names(runs)
+    ranked = rank_runs(runs, metric, descending)
+    out = args.out or args.sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    order = "descending" if descending else "ascending"
+    table = f"Sorted by {metric} ({order}).\n\n" + markdown_table(ranked, keys, scores)
+    (out / "report.md").write_text(table)
+    print(table)
+    written = [out / "report.md", write_csv(ranked, keys, scores, out / "report.csv")]
+    if curves := val_loss_curves(ranked, keys):
+        written.append(plot_val_loss(curves, out / "val_loss.png"))
+    else:
+        print(
+            "no val/loss scalars found under any run's tb/; skipped val_loss.png", file=sys.stderr
+        )
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

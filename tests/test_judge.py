@@ -1,0 +1,365 @@
+"""The judge against a fake Ollama / OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lit_sft.judge import (
+    Judge,
+    JudgeResult,
+    JudgeUnavailable,
+    judge_prompt,
+    parse_score,
+    read_scores,
+    score_entries,
+)
+from tests.fake_llm_server import FakeLLMServer, Reply
+
+SECRET = "sk-test-do-not-leak-4242"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy configured on the machine must not swallow requests meant for the local fake.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    fake = FakeLLMServer()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+def make_judge(server: FakeLLMServer, sleeps: list[float], **kwargs: Any) -> Judge:
+    kwargs = {"timeout_s": 5.0, "max_attempts": 3, "backoff_s": 0.5} | kwargs
+    return Judge(url=server.url, sleep=sleeps.append, **kwargs)
+
+
+def make_entries(n: int) -> list[dict[str, str]]:
+    return [
+        {
+            "instruction_text": f"Instruction {i}",
+            "output": f"ref {i}",
+            "model_response": f"resp {i}",
+        }
+        for i in range(n)
+    ]
+
+
+def scores_in_file(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_prompt_holds_instruction_reference_and_response() -> None:
+    prompt = judge_prompt("Rewrite: the cat sat.", "The cat was sitting.", "A cat sat.")
+    assert "Rewrite: the cat sat." in prompt
+    assert "The cat was sitting." in prompt
+    assert "A cat sat." in prompt
+    assert prompt.index("The cat was sitting.") < prompt.index("A cat sat.")
+    assert "0 to 100" in prompt and "integer only" in prompt
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        ("85", 85),
+        (" 85\n", 85),
+        ("Score: 85", 85),
+        ("I'd give it 85/100.", 85),
+        ("On a scale from 0 to 100, I would give it 72.", 72),
+        ("0", 0),
+        ("100", 100),
+    ],
+)
+def test_parse_score_finds_the_integer(text: str, score: int) -> None:
+    assert parse_score(text) == score
+
+
+@pytest.mark.parametrize("text", ["150", "-3", "Score: 101", "no idea", "", "8.5"])
+def test_parse_score_rejects_out_of_range_and_missing_numbers(text: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_score(text)
+    assert repr(text) in str(info.value)
+
+
+def test_unknown_api_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="ollama, openai"):
+        Judge(api="anthropic")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_ollama_reply_streamed_or_not(
+    server: FakeLLMServer, sleeps: list[float], stream: bool
+) -> None:
+    server.reply_with("Score: 85")
+    result = make_judge(server, sleeps, stream=stream).score("instr", "ref", "resp")
+    assert result == JudgeResult(score=85.0, samples=[85], error=None)
+    assert server.chats[0].body["stream"] is stream
+
+
+def test_ollama_request_body(server: FakeLLMServer, sleeps: list[float]) -> None:
+    make_judge(server, sleeps, model="llama3").score("instr", "ref", "resp")
+    (chat,) = server.chats
+    assert (chat.method, chat.path) == ("POST", "/api/chat")
+    assert chat.body == {
+        "model": "llama3",
+        "messages": [{"role": "user", "content": judge_prompt("instr", "ref", "resp")}],
+        "stream": True,
+        "options": {"seed": 123, "temperature": 0.0, "num_ctx": 2048},
+    }
+    assert "Authorization" not in chat.headers
+
+
+@pytest.mark.parametrize("reply", [Reply(text="I cannot judge this."), Reply(raw=b"<html>oops")])
+def test_garbage_is_retried_then_recorded_as_failure(
+    server: FakeLLMServer, sleeps: list[float], reply: Reply
+) -> None:
+    server.default_reply = reply
+    result = make_judge(server, sleeps, max_attempts=3, backoff_s=0.5).score("i", "r", "m")
+    assert result.score is None and result.samples == []
+    assert "attempt 3/3" in result.error
+    assert len(server.chats) == 3
+    assert sleeps == [0.5, 1.0]  # exponential, and no sleep after the last attempt
+    if reply.raw is None:
+        assert "I cannot judge this." in result.error
+
+
+@pytest.mark.parametrize("text", ["150", "-3"])
+def test_out_of_range_is_rejected_and_retried(
+    server: FakeLLMServer, sleeps: list[float], text: str
+) -> None:
+    server.reply_with(text)
+    result = make_judge(server, sleeps).score("i", "r", "m")
+    assert result.score == 85.0
+    assert len(server.chats) == 2
+
+
+def test_out_of_range_every_time_is_a_failure(server: FakeLLMServer, sleeps: list[float]) -> None:
+    server.default_reply = Reply(text="150")
+    result = make_judge(server, sleeps).score("i", "r", "m")
+    assert result.score is None and "outside 0-100" in result.error
+
+
+def test_server_errors_then_success(server: FakeLLMServer, sleeps: list[float]) -> None:
+    server.reply_with(Reply(status=500, text="boom"), Reply(status=503, text="loading"))
+    result = make_judge(server, sleeps, max_attempts=4, backoff_s=0.25).score("i", "r", "m")
+    assert result.score == 85.0
+    assert len(server.chats) == 3
+    assert sleeps == [0.25, 0.5]
+
+
+def test_client_errors_are_not_retried(server: FakeLLMServer, sleeps: list[float]) -> None:
+    server.reply_with(Reply(status=404, text="model 'llama3' not found"))
+    result = make_judge(server, sleeps).score("i", "r", "m")
+    assert result.score is None
+    assert "404" in result.error and "not found" in result.error
+    assert len(server.chats) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_slow_reply_times_out_and_is_retried(
+    server: FakeLLMServer, sleeps: list[float], stream: bool
+) -> None:
+    server.reply_with(Reply(delay_s=30.0))
+    result = make_judge(server, sleeps, timeout_s=0.3, stream=stream).score("i", "r", "m")
+    assert result.score == 85.0
+    assert len(server.chats) == 2 and len(sleeps) == 1
+
+
+def test_stream_cut_before_done_is_retried(server: FakeLLMServer, sleeps: list[float]) -> None:
+    server.reply_with(Reply(text="40", cut_stream=True))
+    result = make_judge(server, sleeps).score("i", "r", "m")
+    assert result.score == 85.0
+    assert len(server.chats) == 2
+
+
+def test_samples_are_averaged_with_one_seed_each(
+    server: FakeLLMServer, sleeps: list[float]
+) -> None:
+    server.reply_with("80", "Score: 90", "70")
+    result = make_judge(server, sleeps, samples=3, seed=7).score("i", "r", "m")
+    assert result == JudgeResult(score=80.0, samples=[80, 90, 70], error=None)
+    assert [c.body["options"]["seed"] for c in server.chats] == [7, 8, 9]
+
+
+def test_a_failed_sample_fails_the_entry(server: FakeLLMServer, sleeps: list[float]) -> None:
+    server.reply_with("80")
+    server.default_reply = Reply(text="hmm")
+    result = make_judge(server, sleeps, samples=2, max_attempts=2).score("i", "r", "m")
+    assert result.score is None and result.samples == [80]
+    assert "hmm" in result.error
+
+
+@pytest.mark.parametrize("model", ["llama3", "llama3:latest"])
+def test_check_ready_matches_the_latest_tag(server: FakeLLMServer, model: str) -> None:
+    Judge(url=server.url, model=model).check_ready()
+    assert [r.path for r in server.requests] == ["/api/tags"]
+
+
+@pytest.mark.parametrize("model", ["llama3:8b", "llama3.1", "mistral", "llama"])
+def test_check_ready_names_the_missing_model(server: FakeLLMServer, model: str) -> None:
+    server.models = ["llama3:latest", "phi3:mini"]
+    with pytest.raises(JudgeUnavailable) as info:
+        Judge(url=server.url, model=model).check_ready()
+    message = str(info.value)
+    assert server.url in message
+    assert "llama3:latest, phi3:mini" in message
+    assert f"ollama pull {model}" in message
+
+
+def test_check_ready_unreachable_server() -> None:
+    gone = FakeLLMServer()
+    gone.start()
+    url = gone.url
+    gone.stop()
+    with pytest.raises(JudgeUnavailable) as info:
+        Judge(url=url, timeout_s=2.0).check_ready()
+    assert f"cannot reach the ollama judge server at {url}" in str(info.value)
+    assert "ollama serve" in str(info.value)
+
+
+def test_openai_api_sends_the_key_from_the_env_var(
+    server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUDGE_KEY", SECRET)
+    server.api_key = SECRET
+    server.models = ["gpt-judge"]
+    judge = make_judge(server, sleeps, api="openai", model="gpt-judge", api_key_env="JUDGE_KEY")
+    judge.check_ready()
+    assert judge.score("instr", "ref", "resp") == JudgeResult(85.0, [85], None)
+    models, chat = server.requests
+    assert models.path == "/v1/models"
+    assert models.headers["Authorization"] == f"Bearer {SECRET}"
+    assert (chat.method, chat.path) == ("POST", "/v1/chat/completions")
+    assert chat.headers["Authorization"] == f"Bearer {SECRET}"
+    assert chat.body == {
+        "model": "gpt-judge",
+        "messages": [{"role": "user", "content": judge_prompt("instr", "ref", "resp")}],
+        "stream": True,
+        "seed": 123,
+        "temperature": 0.0,
+    }
+    assert SECRET not in repr(judge) and SECRET not in str(vars(judge))
+
+
+def test_openai_non_streamed_without_a_key(
+    server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server.models = ["local"]
+    judge = make_judge(server, sleeps, api="openai", model="local", stream=False)
+    judge.check_ready()
+    server.reply_with("Score: 64")
+    assert judge.score("i", "r", "m").score == 64.0
+    assert server.chats[0].body["stream"] is False
+    assert all("Authorization" not in r.headers for r in server.requests)
+
+
+def test_openai_check_ready_lists_served_models(
+    server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server.models = ["a-model", "b-model"]
+    with pytest.raises(JudgeUnavailable, match="'gpt-judge' is not .* a-model, b-model"):
+        Judge(url=server.url, api="openai", model="gpt-judge").check_ready()
+
+
+def test_the_key_never_appears_in_errors(
+    server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake echoes the request headers back, so only redaction keeps the key out.
+    monkeypatch.setenv("JUDGE_KEY", SECRET)
+    server.api_key = "another-key"
+    judge = make_judge(server, sleeps, api="openai", api_key_env="JUDGE_KEY")
+    with pytest.raises(JudgeUnavailable) as info:
+        judge.check_ready()
+    assert "401" in str(info.value) and "JUDGE_KEY" in str(info.value)
+    assert SECRET not in str(info.value)
+
+    server.api_key = None
+    server.default_reply = Reply(status=500, echo_headers=True)
+    result = judge.score("i", "r", "m")
+    assert result.score is None and "Authorization" in result.error
+    assert SECRET not in result.error
+
+
+def test_score_entries_writes_one_line_per_entry(
+    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+) -> None:
+    server.reply_with("10", "garbage", "garbage", "30")
+    path = tmp_path / "run" / "scores.jsonl"
+    judge = make_judge(server, sleeps, max_attempts=2)
+    results = score_entries(make_entries(3), judge, path, progress=False)
+    assert [r.score for r in results.values()] == [10.0, None, 30.0]
+    lines = scores_in_file(path)
+    assert lines[0] == {"index": 0, "score": 10.0, "samples": [10], "error": None}
+    assert [(line["index"], line["score"]) for line in lines] == [(0, 10.0), (1, None), (2, 30.0)]
+    assert "garbage" in lines[1]["error"]
+    assert read_scores(path) == results
+
+
+def test_resume_skips_scored_entries(
+    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+) -> None:
+    path = tmp_path / "scores.jsonl"
+    earlier = [
+        {"index": 0, "score": 90.0, "samples": [90], "error": None},
+        {"index": 1, "score": None, "samples": [], "error": "timeout"},
+        {"index": 2, "score": 70.0, "samples": [70], "error": None},
+        {"index": 2, "score": None, "samples": [], "error": "later lines win"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in earlier) + '{"index": 3, "sco')
+    judge = make_judge(server, sleeps)
+    results = score_entries(make_entries(4), judge, path, progress=False)
+    assert [r.score for r in results.values()] == [90.0, 85.0, 85.0, 85.0]
+    assert len(server.chats) == 3
+    assert read_scores(path) == results  # the truncated line did not swallow the next record
+
+    server.requests.clear()
+    assert score_entries(make_entries(4), judge, path, progress=False) == results
+    assert server.requests == []
+
+
+def test_server_gone_mid_run_loses_nothing(sleeps: list[float], tmp_path: Path) -> None:
+    path = tmp_path / "scores.jsonl"
+    dying = FakeLLMServer(stop_after_chats=2)
+    dying.start()
+    try:
+        judge = make_judge(dying, sleeps, max_attempts=2)
+        results = score_entries(make_entries(5), judge, path, progress=False)
+    finally:
+        dying.stop()
+    assert [r.score for r in results.values()] == [85.0, 85.0, None, None, None]
+    assert all("attempt 2/2" in r.error for r in list(results.values())[2:])
+    assert [line["index"] for line in scores_in_file(path)] == [0, 1, 2, 3, 4]
+
+    back = FakeLLMServer(default_reply=Reply(text="60"))
+    back.start()
+    try:
+        results = score_entries(make_entries(5), make_judge(back, sleeps), path, progress=False)
+    finally:
+        back.stop()
+    assert [r.score for r in results.values()] == [85.0, 85.0, 60.0, 60.0, 60.0]
+    assert len(back.chats) == 3
+
+
+def test_score_entries_fails_fast_when_the_model_is_missing(
+    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+) -> None:
+    server.models = ["mistral:latest"]
+    with pytest.raises(JudgeUnavailable, match="ollama pull llama3"):
+        score_entries(make_entries(2), make_judge(server, sleeps), tmp_path / "s.jsonl")
+    assert server.chats == []

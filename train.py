@@ -1,0 +1,78 @@
+"""Instruction-finetune GPT-2: `python train.py model=gpt2-medium prompt=phi3` (see README)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lit_sft.callbacks import RunSummary
+from lit_sft.data import InstructionDataModule
+from lit_sft.module import InstructionModule
+from lit_sft.weights import export_hf, load_weights, resolve_weights
+
+log = logging.getLogger(__name__)
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The values a sweep compares runs by, for summary.json and TensorBoard's HParams view."""
+    return {
+        "model": cfg.model.name,
+        "prompt": cfg.prompt.name,
+        "mask_instructions": cfg.data.mask_instructions,
+        "weights": cfg.model.weights,
+        "lr": cfg.module.lr,
+        "batch_size": cfg.data.batch_size,
+        "seed": cfg.seed,
+    }
+
+
+def build_module(cfg: DictConfig) -> InstructionModule:
+    """The LightningModule, with pretrained or given weights loaded if the config asks for them."""
+    model_config = {**OmegaConf.to_container(cfg.model.arch), "tie_weights": cfg.model.tie_weights}
+    module = instantiate(cfg.module, model_config=model_config)
+    weights = resolve_weights(
+        cfg.model.weights,
+        cfg.model.hub_repo,
+        cache_dir=cfg.hub.cache_dir,
+        base_url=cfg.hub.base_url,
+    )
+    if weights is not None:
+        load_weights(module.model, weights)
+        log.info("loaded weights from %s", weights)
+    return module
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Trains one run into `cfg.run_dir` and returns its summary."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    datamodule: InstructionDataModule = instantiate(cfg.data)
+    module = build_module(cfg)
+    summary = RunSummary(run_dir, run_hparams(cfg))
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [summary]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks, default_root_dir=run_dir
+    )
+    if cfg.ckpt_path is None:
+        # The book's curves start with the untrained model's losses; so do ours (step 0).
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if cfg.export_weights and trainer.is_global_zero:
+        export_hf(module.model, run_dir)
+    return summary.summary(trainer, module)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the final validation loss (for sweepers that optimise it)."""
+    return train(cfg).get("val_loss", float("nan"))
+
+
+if __name__ == "__main__":
+    main()
