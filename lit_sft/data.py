@@ -209,6 +209,7 @@ class InstructionDataModule(L.LightningDataModule):
         self.splits: dict[str, list[Entry]] = {}
         self.encoded: dict[str, list[EncodedEntry]] = {}
         self.truncated: dict[str, int] = {}
+        self.response_cut: dict[str, int] = {}
 
     def prepare_data(self) -> None:
         if self.path is not None and self.path.startswith(("http://", "https://")):
@@ -227,16 +228,23 @@ class InstructionDataModule(L.LightningDataModule):
         self.splits = {"train": train, "val": val, "test": test}
         for name, entries in self.splits.items():
             self.encoded[name] = [encode_entry(e, self.style, self.tokenizer) for e in entries]
-            too_long = sum(len(e.tokens) > self.allowed_max_length for e in self.encoded[name])
-            self.truncated[name] = too_long
-            if too_long:
-                log.warning(
-                    "%d of %d %s entries are longer than allowed_max_length=%d and get truncated",
-                    too_long,
-                    len(entries),
-                    name,
-                    self.allowed_max_length,
-                )
+            self._count_truncation(name)
+
+    def _count_truncation(self, split: str) -> None:
+        encoded, limit = self.encoded[split], self.allowed_max_length
+        self.truncated[split] = sum(len(e.tokens) > limit for e in encoded)
+        # An entry whose prompt fills the limit keeps no response target at all.
+        self.response_cut[split] = sum(e.prompt_length - 1 >= limit for e in encoded)
+        if self.truncated[split]:
+            log.warning(
+                "%d of %d %s entries are longer than allowed_max_length=%d and get truncated "
+                "(%d of them lose their whole response)",
+                self.truncated[split],
+                len(encoded),
+                split,
+                limit,
+                self.response_cut[split],
+            )
 
     def collate(self) -> partial:
         """The collate function with this DataModule's masking and truncation."""

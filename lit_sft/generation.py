@@ -75,7 +75,9 @@ def generate(
     context = model.config.context_length
     prompts = [list(p)[-(context - 1) :] for p in prompts]
     device = next(model.parameters()).device
-    ids, real = left_pad(prompts, eos_id)
+    # Attention never sees the padding, so any id in the vocabulary will do; `eos_id` need not be
+    # one (-1 never stops).
+    ids, real = left_pad(prompts, pad_id=0)
     ids, real = ids.to(device), real.to(device)
     steps = min(max_new_tokens, context - ids.shape[1])
     cache = (

@@ -96,7 +96,8 @@ def download_hub_weights(
     if not _REPO_ID.fullmatch(repo) or ".." in repo:
         raise ValueError(f"not a Hub repository id: {repo!r} (expected e.g. openai-community/gpt2)")
     target = Path(cache_dir or default_cache_dir()).expanduser() / repo / WEIGHTS_FILENAME
-    # Only verified files are ever renamed into place, so one that exists needs no request.
+    # Only verified files are ever renamed into place, so one that exists needs no request;
+    # checked before taking the lock so that a read-only, pre-filled cache works.
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -162,23 +163,19 @@ def _fetch_to_part(
 ) -> int | None:
     """Appends the rest of `url` to `part`, resuming with a Range request; returns the size."""
     start = part.stat().st_size if part.exists() else 0
-    if size is not None and start > size:  # left over from a different file
-        part.unlink()
+    if size is None or start > size:  # the .part cannot be, or is not, a prefix of this file
         start = 0
-    if size is not None and start == size:
+    elif start == size:
         return size
     headers = {"Accept-Encoding": "identity"}
     if start:
         headers["Range"] = f"bytes={start}-"
     with session.get(url, headers=headers, stream=True, timeout=_TIMEOUT_S) as response:
-        if start and response.status_code == 416:  # a stale .part as long as the file or longer
-            part.unlink()
-            return _fetch_to_part(session, url, part, size, progress=progress, desc=desc)
         response.raise_for_status()
         if start and response.status_code != 206:  # the server ignored Range: start over
             start = 0
-        if size is None:
-            size = _announced_size(response, start)
+        if size is None and "Content-Length" in response.headers:
+            size = int(response.headers["Content-Length"])
         bar = tqdm(
             total=size,
             initial=start,
@@ -206,21 +203,14 @@ def _copy_body(response: requests.Response, out: BinaryIO, bar: tqdm) -> None:
         raise requests.ConnectionError(exc, response=response) from exc
 
 
-def _announced_size(response: requests.Response, start: int) -> int | None:
-    """Total file size from a GET's Content-Range or Content-Length, if it gives one."""
-    content_range = response.headers.get("Content-Range", "")
-    total = content_range.rpartition("/")[2]
-    if total.isdigit():
-        return int(total)
-    length = response.headers.get("Content-Length")
-    return start + int(length) if length is not None else None
-
-
 def _download_error(url: str, part: Path, exc: requests.RequestException) -> WeightsDownloadError:
     """An error for a failed request that says what happened and what to do next."""
     if isinstance(exc, requests.HTTPError):
         status = exc.response.status_code if exc.response is not None else "?"
-        return WeightsDownloadError(f"{url} answered HTTP {status}; or {LOCAL_FILE_HINT}")
+        return WeightsDownloadError(
+            f"{url} answered HTTP {status} (is model.hub_repo right?); "
+            f"to use a file you have, {LOCAL_FILE_HINT}"
+        )
     message = f"could not download {url} ({type(exc).__name__}: {exc})"
     kept = part.stat().st_size if part.exists() else 0
     if kept:
@@ -437,8 +427,9 @@ def _hf_config(model: GPT) -> dict[str, object]:
         "attn_pdrop": config.drop_rate,
         "layer_norm_epsilon": model.final_norm.eps,
         "initializer_range": 0.02,
-        "tie_word_embeddings": True,
-        "dtype": str(model.tok_emb.weight.dtype).removeprefix("torch."),
+        "tie_word_embeddings": config.tie_weights,
+        # The key most Hub configs carry; transformers 5 reads it as `dtype`, 4.x as is.
+        "torch_dtype": str(model.tok_emb.weight.dtype).removeprefix("torch."),
     }
     end_of_text = 50256  # GPT-2's <|endoftext|>, only meaningful with its vocabulary
     if config.vocab_size > end_of_text:

@@ -34,12 +34,15 @@ class HubServer:
     A HEAD or GET there answers 302 to `/cdn/{sha256}` with X-Linked-Size, X-Linked-Etag and
     ETag, as the Hub does; the CDN path serves the bytes and honours `Range: bytes=N-`.
     `plain=True` makes it a static mirror instead: 200 with Content-Length and no Hub headers.
+    `add_alias` makes an old repository name answer 307 with a relative Location, as the Hub
+    does for renamed repositories (`gpt2` -> `openai-community/gpt2`).
     Faults, for the next GETs of the CDN path: `cut_after` (one transfer stops after that many
     bytes), `corrupt` (a flipped byte), `truncate_to` (a complete transfer of a shorter file).
     """
 
     def __init__(self) -> None:
         self.files: dict[str, HostedFile] = {}
+        self.aliases: dict[str, str] = {}
         self.requests: list[LoggedRequest] = []
         self.bytes_sent = 0
         self.plain = False
@@ -48,7 +51,7 @@ class HubServer:
         self.truncate_to: int | None = None
         self.lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
     def url(self) -> str:
@@ -59,11 +62,21 @@ class HubServer:
         """Hosts `data` as `filename` of `repo`."""
         self.files[f"/{repo}/resolve/main/{filename}"] = HostedFile(data)
 
+    def add_alias(self, old_repo: str, repo: str) -> None:
+        """Redirects requests for `old_repo` to `repo`."""
+        self.aliases[f"/{old_repo}/"] = f"/{repo}/"
+
+    def _serve(self) -> None:
+        # A short poll interval so that `stop` returns quickly.
+        self._httpd.serve_forever(poll_interval=0.01)
+
     def start(self) -> HubServer:
+        """Serves in a daemon thread until `stop`."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stops serving and closes the socket."""
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -86,6 +99,11 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         def _answer(self, send_body: bool) -> None:
             with hub.lock:
                 hub.requests.append(LoggedRequest(self.command, self.path, self.headers["Range"]))
+            for old, new in hub.aliases.items():
+                if self.path.startswith(old):
+                    location = new + self.path.removeprefix(old)
+                    self._send_empty(307, {"Location": location})
+                    return
             if self.path in hub.files:
                 self._resolve(hub.files[self.path], send_body)
                 return

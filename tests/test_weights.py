@@ -64,6 +64,8 @@ def random_hf_model(tie: bool, n_embd: int = EMB, n_layer: int = LAYERS) -> GPT2
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         tie_word_embeddings=tie,
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
     )
     model = GPT2LMHeadModel(config)
     randomize(model, seed=1)
@@ -95,9 +97,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("prefix", ["", "transformer."])
-@pytest.mark.parametrize(
-    ("separate_head", "tie"), [(True, False), (False, False), (False, True)]
-)
+@pytest.mark.parametrize(("separate_head", "tie"), [(True, False), (False, False), (False, True)])
 def test_hf_checkpoint_gives_transformers_logits(
     tmp_path: Path, prefix: str, separate_head: bool, tie: bool
 ) -> None:
@@ -364,7 +364,19 @@ def test_interrupted_download_resumes_with_range(hub: HubServer, tmp_path: Path)
     assert not part.exists()
 
 
-@pytest.mark.parametrize(("fault", "reason"), [("corrupt", "sha256"), ("truncate", "bytes arrived")])
+def test_stale_part_longer_than_the_file_is_replaced(hub: HubServer, tmp_path: Path) -> None:
+    data = hf_checkpoint_bytes(tmp_path)
+    hub.add_file(REPO, data)
+    (tmp_path / REPO).mkdir(parents=True)
+    (tmp_path / REPO / "model.safetensors.part").write_bytes(b"x" * (len(data) + 1))
+    path = download_hub_weights(REPO, cache_dir=tmp_path, base_url=hub.url, progress=False)
+    assert path.read_bytes() == data
+    assert all(r.range is None for r in hub.requests)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"), [("corrupt", "sha256"), ("truncate", "bytes arrived")]
+)
 def test_corrupt_or_truncated_download_is_deleted(
     hub: HubServer, tmp_path: Path, fault: str, reason: str
 ) -> None:
@@ -389,6 +401,15 @@ def test_plain_mirror_without_hub_headers(hub: HubServer, tmp_path: Path) -> Non
     hub.plain = True
     path = download_hub_weights(REPO, cache_dir=tmp_path, base_url=hub.url, progress=False)
     assert path.read_bytes() == data
+
+
+def test_renamed_repository_is_followed(hub: HubServer, tmp_path: Path) -> None:
+    data = hf_checkpoint_bytes(tmp_path)
+    hub.add_file(REPO, data)
+    hub.add_alias("gpt2-test", REPO)
+    path = download_hub_weights("gpt2-test", cache_dir=tmp_path, base_url=hub.url, progress=False)
+    assert path.read_bytes() == data
+    assert [r.method for r in hub.requests] == ["HEAD", "HEAD", "GET", "GET", "GET"]
 
 
 def test_unreachable_hub_names_url_and_local_fallback(tmp_path: Path) -> None:

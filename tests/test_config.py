@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import REPO, compose_config
+from lit_sft.model import GPTConfig
+
+MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+
+
+def test_every_model_size_is_there() -> None:
+    assert MODELS == ["gpt2-large", "gpt2-medium", "gpt2-small", "gpt2-tiny", "gpt2-xl"]
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt", "mask"), itertools.product(MODELS, ["alpaca", "phi3"], ["false", "true"])
+)
+def test_every_model_prompt_mask_combination_composes(tmp_path: Path, model, prompt, mask) -> None:
+    cfg = compose_config(
+        [f"model={model}", f"prompt={prompt}", f"data.mask_instructions={mask}"], tmp_path
+    )
+    OmegaConf.resolve(cfg)
+    arch = GPTConfig(**cfg.model.arch, tie_weights=cfg.model.tie_weights)
+    assert cfg.data.prompt_style == prompt
+    assert cfg.data.mask_instructions is (mask == "true")
+    assert cfg.data.allowed_max_length == arch.context_length
+    datamodule = instantiate(cfg.data)
+    assert datamodule.style.name == prompt
+
+
+def test_defaults_are_the_book_recipe(tmp_path: Path) -> None:
+    cfg = compose_config([], tmp_path)
+    assert cfg.model.name == "gpt2-medium" and cfg.prompt.name == "alpaca"
+    assert (cfg.module.lr, cfg.module.weight_decay) == (5e-5, 0.1)
+    assert (cfg.trainer.max_epochs, cfg.data.batch_size) == (2, 8)
+    assert (cfg.trainer.val_check_interval, cfg.trainer.limit_val_batches) == (5, 5)
+    assert cfg.model.arch.drop_rate == 0.0 and cfg.model.tie_weights is False
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [
+        ("gpt2-small", (768, 12, 12)),
+        ("gpt2-medium", (1024, 24, 16)),
+        ("gpt2-large", (1280, 36, 20)),
+        ("gpt2-xl", (1600, 48, 25)),
+    ],
+)
+def test_sizes_are_gpt2s(tmp_path: Path, model: str, shape) -> None:
+    arch = compose_config([f"model={model}"], tmp_path).model.arch
+    assert (arch.emb_dim, arch.n_layers, arch.n_heads) == shape
+    assert (arch.context_length, arch.vocab_size) == (1024, 50257)
+
+
+def test_unknown_choice_lists_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(["model=gpt2-huge"], tmp_path)
+    for valid in MODELS:
+        assert valid in str(error.value)
+
+
+def test_unknown_key_fails_loudly(tmp_path: Path) -> None:
+    cfg = compose_config(["+module.learning_rate=0.1"], tmp_path)
+    with pytest.raises(Exception, match="learning_rate"):
+        instantiate(cfg.module, model_config=dict(cfg.model.arch))
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+)
+def test_every_experiment_preset_composes(tmp_path: Path, preset: str) -> None:
+    cfg = compose_config([f"experiment={preset}"], tmp_path)
+    assert cfg.model.name
+
+
+@pytest.mark.parametrize("trainer", ["default", "ddp", "fsdp"])
+def test_trainer_presets_compose(tmp_path: Path, trainer: str) -> None:
+    cfg = compose_config([f"trainer={trainer}", "trainer.devices=2"], tmp_path)
+    assert cfg.trainer.devices == 2

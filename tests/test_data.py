@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tiktoken
+import torch
+
+from lit_sft.data import (
+    END_OF_TEXT,
+    IGNORE_INDEX,
+    EncodedEntry,
+    InstructionDataModule,
+    collate_instructions,
+    encode_entry,
+    load_entries,
+    split_entries,
+)
+from lit_sft.prompts import prompt_style
+
+ENTRIES = [
+    {
+        "instruction": "Convert to passive voice.",
+        "input": "The cat ate the fish.",
+        "output": "The fish was eaten by the cat.",
+    },
+    {"instruction": "Name a primary color.", "input": "", "output": "Red."},
+    {"instruction": "What is 2 + 2?", "output": "4"},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> tiktoken.Encoding:
+    return tiktoken.get_encoding("gpt2")
+
+
+def test_collate_matches_the_book_example() -> None:
+    batch = [EncodedEntry([0, 1, 2, 3, 4], 1), EncodedEntry([5, 6], 1), EncodedEntry([7, 8, 9], 1)]
+    out = collate_instructions(batch)
+    assert out["input_ids"].tolist() == [
+        [0, 1, 2, 3, 4],
+        [5, 6, 50256, 50256, 50256],
+        [7, 8, 9, 50256, 50256],
+    ]
+    assert out["targets"].tolist() == [
+        [1, 2, 3, 4, 50256],
+        [6, 50256, -100, -100, -100],
+        [8, 9, 50256, -100, -100],
+    ]
+
+
+def test_collate_truncates_to_allowed_max_length() -> None:
+    batch = [EncodedEntry(list(range(10)), 2), EncodedEntry([5, 6], 1)]
+    out = collate_instructions(batch, allowed_max_length=4)
+    assert out["input_ids"].shape == out["targets"].shape == (2, 4)
+    assert out["targets"].tolist() == [[1, 2, 3, 4], [6, 50256, -100, -100]]
+
+
+@pytest.mark.parametrize("style_name", ["alpaca", "phi3"])
+def test_masking_leaves_exactly_the_response_and_end_of_text(style_name, tokenizer) -> None:
+    style = prompt_style(style_name)
+    encoded = [encode_entry(e, style, tokenizer) for e in ENTRIES]
+    out = collate_instructions(encoded, mask_instructions=True)
+    for row, entry in enumerate(ENTRIES):
+        kept = out["targets"][row][out["targets"][row] != IGNORE_INDEX].tolist()
+        assert kept[-1] == END_OF_TEXT and END_OF_TEXT not in kept[:-1]
+        assert tokenizer.decode(kept[:-1]) == entry["output"]
+
+
+@pytest.mark.parametrize("style_name", ["alpaca", "phi3"])
+def test_without_masking_every_real_token_is_a_target(style_name, tokenizer) -> None:
+    style = prompt_style(style_name)
+    encoded = [encode_entry(e, style, tokenizer) for e in ENTRIES]
+    out = collate_instructions(encoded)
+    for row, (entry, item) in enumerate(zip(ENTRIES, encoded, strict=True)):
+        kept = out["targets"][row][out["targets"][row] != IGNORE_INDEX].tolist()
+        assert kept == item.tokens[1:] + [END_OF_TEXT]
+        assert (
+            tokenizer.decode(item.tokens) == style.prompt({"input": "", **entry}) + entry["output"]
+        )
+        start = int(out["response_start"][row])
+        response_targets = out["targets"][row][start : len(item.tokens)].tolist()
+        assert tokenizer.decode(response_targets) == entry["output"] + "<|endoftext|>"
+
+
+def test_prompt_formats_are_the_published_ones() -> None:
+    alpaca, phi3 = prompt_style("alpaca"), prompt_style("phi3")
+    with_input, without = ENTRIES[0], {**ENTRIES[1]}
+    assert alpaca.prompt(with_input) == (
+        "Below is an instruction that describes a task. Write a response that appropriately "
+        "completes the request.\n\n### Instruction:\nConvert to passive voice."
+        "\n\n### Input:\nThe cat ate the fish.\n\n### Response:\n"
+    )
+    assert alpaca.prompt(without).endswith(
+        "### Instruction:\nName a primary color.\n\n### Response:\n"
+    )
+    assert phi3.prompt(with_input) == (
+        "<|user|>\nConvert to passive voice.\nThe cat ate the fish.\n<|assistant|>:\n"
+    )
+    assert phi3.prompt(without) == "<|user|>\nName a primary color.\n<|assistant|>:\n"
+
+
+def test_unknown_prompt_style_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="alpaca, phi3"):
+        prompt_style("chatml")
+
+
+def test_book_dataset_splits_935_110_55(book_data: Path) -> None:
+    train, test, val = split_entries(load_entries(str(book_data)))
+    assert (len(train), len(test), len(val)) == (935, 110, 55)
+    raw = json.loads(book_data.read_text())
+    assert train[0]["instruction"] == raw[0]["instruction"]
+    assert test[0]["output"] == raw[935]["output"] and val[-1]["output"] == raw[-1]["output"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('[{"instruction": "a", "input": ""}]', "entry 0 has no field 'output'"),
+        (
+            '[{"instruction": "a", "output": "b"}, {"instruction": 3, "output": "b"}]',
+            "entry 1 field 'instruction' must be a string, got int",
+        ),
+        (
+            '[{"instruction": "a", "input": null, "output": "b"}]',
+            "entry 0 field 'input' must be a string, got NoneType",
+        ),
+        ("", "the file is empty"),
+        ("[]", "no entries"),
+        ("{not json", "neither a JSON list nor JSON Lines"),
+        ('{"instruction": "a"}', "expected a list of entries"),
+        ('["just text"]', "entry 0 is a str"),
+    ],
+)
+def test_bad_datasets_get_clear_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as error:
+        load_entries(str(path))
+    assert str(path) in str(error.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        load_entries(str(tmp_path / "nowhere.json"))
+
+
+def test_jsonl_and_absent_input_load(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps(e) for e in ENTRIES) + "\n")
+    entries = load_entries(str(path))
+    assert len(entries) == 3 and entries[2]["input"] == ""
+
+
+def test_datamodule_batches_and_counts_truncation(tmp_path: Path) -> None:
+    long_entry = {"instruction": "word " * 300, "input": "", "output": "ok"}
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([long_entry] + ENTRIES * 20))
+    dm = InstructionDataModule(
+        str(path), batch_size=4, allowed_max_length=128, train_fraction=0.5, test_fraction=0.25
+    )
+    dm.setup()
+    assert dm.truncated == {"train": 1, "val": 0, "test": 0}
+    assert dm.response_cut == {"train": 1, "val": 0, "test": 0}
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(dm.encoded["train"]) // 4
+    assert all(b["input_ids"].shape[1] <= 128 for b in batches)
+
+
+def test_train_order_is_seeded_and_can_be_unshuffled(tmp_path: Path) -> None:
+    def first_batch(**kwargs) -> torch.Tensor:
+        dm = InstructionDataModule(None, synthetic_size=100, batch_size=4, **kwargs)
+        dm.setup()
+        return next(iter(dm.train_dataloader()))["input_ids"]
+
+    assert torch.equal(first_batch(seed=1), first_batch(seed=1))
+    assert not torch.equal(first_batch(seed=1), first_batch(seed=2))
+    dm = InstructionDataModule(None, synthetic_size=100, batch_size=4, shuffle=False)
+    dm.setup()
+    expected = collate_instructions(dm.encoded["train"][:4], allowed_max_length=1024)
+    assert torch.equal(next(iter(dm.train_dataloader()))["input_ids"], expected["input_ids"])

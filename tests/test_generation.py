@@ -1,0 +1,143 @@
+"""Generation: cache, batching, stopping, the context limit, seeded sampling; response extraction."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from lit_sft.generation import generate
+from lit_sft.model import GPT, GPTConfig
+from lit_sft.prompts import prompt_style
+
+CONTEXT = 32
+NEVER = -1  # an end-of-text id no token has, so every answer runs to max_new_tokens
+PROMPTS = [[5], [7, 8, 9], [1, 2, 3, 4, 5, 6, 7], [11] * 4 + [12] * 8]
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    """A tiny GPT with fixed, deliberately large weights.
+
+    Float64 and a wide logit spread keep the argmax clear of rounding, so "the same tokens" tests
+    the cache and padding logic rather than summation order.
+    """
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=48, context_length=CONTEXT, emb_dim=32, n_layers=2, n_heads=4))
+    with torch.no_grad():
+        for param in gpt.parameters():
+            param.normal_(0.0, 0.5)
+    return gpt.double().eval()
+
+
+def test_cached_generation_equals_uncached(model: GPT) -> None:
+    cached = generate(model, PROMPTS, max_new_tokens=12, eos_id=NEVER)
+    uncached = generate(model, PROMPTS, max_new_tokens=12, eos_id=NEVER, use_cache=False)
+    assert cached == uncached
+    assert [len(answer) for answer in cached] == [12] * len(PROMPTS)
+    # A model whose answers do not depend on the prompt would pass the above trivially.
+    assert len({tuple(answer) for answer in cached}) > 1
+
+
+def test_batched_generation_equals_one_by_one(model: GPT) -> None:
+    batched = generate(model, PROMPTS, max_new_tokens=12, eos_id=NEVER)
+    singles = [generate(model, [prompt], max_new_tokens=12, eos_id=NEVER)[0] for prompt in PROMPTS]
+    assert batched == singles
+
+
+def test_stops_at_end_of_text_and_others_go_on(model: GPT) -> None:
+    full = generate(model, PROMPTS[:2], max_new_tokens=12, eos_id=NEVER)
+    eos = full[0][4]
+    stop = full[0].index(eos)
+    stopped = generate(model, PROMPTS[:2], max_new_tokens=12, eos_id=eos)
+    assert stopped[0] == full[0][:stop]
+    other = full[1]
+    assert stopped[1] == (other[: other.index(eos)] if eos in other else other)
+
+
+def test_stops_at_max_new_tokens_256_by_default(model: GPT) -> None:
+    assert inspect.signature(generate).parameters["max_new_tokens"].default == 256
+    roomy = GPT(GPTConfig(vocab_size=48, context_length=300, emb_dim=16, n_layers=1, n_heads=2))
+    assert len(generate(roomy.eval(), [[1, 2, 3]], eos_id=NEVER)[0]) == 256
+    assert [len(a) for a in generate(model, PROMPTS, max_new_tokens=3, eos_id=NEVER)] == [3] * 4
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_never_generates_past_the_context(model: GPT, use_cache: bool) -> None:
+    near_limit = list(range(1, CONTEXT - 2))  # room for 3 more positions
+    too_long = [i % 40 + 1 for i in range(CONTEXT + 9)]
+    answers = generate(
+        model, [near_limit, [3, 4], too_long], max_new_tokens=50, eos_id=NEVER, use_cache=use_cache
+    )
+    # The batch is as long as its longest prompt, the last CONTEXT - 1 tokens of `too_long`.
+    assert [len(a) for a in answers] == [1, 1, 1]
+    alone = generate(model, [near_limit], max_new_tokens=50, eos_id=NEVER, use_cache=use_cache)
+    assert len(alone[0]) == 3
+    assert alone == generate(model, [near_limit], max_new_tokens=50, eos_id=NEVER, use_cache=False)
+    assert generate(model, [too_long], eos_id=NEVER) == generate(
+        model, [too_long[-(CONTEXT - 1) :]], eos_id=NEVER
+    )
+
+
+def sample(model: GPT, seed: int, **kwargs) -> list[list[int]]:
+    return generate(
+        model,
+        PROMPTS,
+        max_new_tokens=10,
+        eos_id=NEVER,
+        temperature=kwargs.pop("temperature", 1.5),
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+
+
+def test_seeded_sampling_is_reproducible(model: GPT) -> None:
+    assert sample(model, 7) == sample(model, 7)
+    assert sample(model, 7, top_k=5) == sample(model, 7, top_k=5)
+    assert sample(model, 7) != sample(model, 8)
+    assert sample(model, 7, top_k=5) == sample(model, 7, top_k=5, use_cache=False)
+
+
+def test_top_1_sampling_is_greedy(model: GPT) -> None:
+    greedy = generate(model, PROMPTS, max_new_tokens=10, eos_id=NEVER)
+    assert sample(model, 3, top_k=1) == greedy
+
+
+def test_top_k_sampling_keeps_to_the_k_most_likely(model: GPT) -> None:
+    prompt = PROMPTS[2]
+    logits = model(torch.tensor([prompt]))[0, -1]
+    top3 = set(torch.topk(logits, 3).indices.tolist())
+    firsts = {
+        generate(
+            model,
+            [prompt],
+            max_new_tokens=1,
+            temperature=5.0,
+            top_k=3,
+            generator=torch.Generator().manual_seed(seed),
+        )[0][0]
+        for seed in range(40)
+    }
+    assert firsts <= top3 and len(firsts) > 1
+
+
+ENTRY = {"instruction": "Reverse the word.", "input": "abc", "output": "cba"}
+
+
+@pytest.mark.parametrize("style", ["alpaca", "phi3"])
+def test_response_extraction_round_trips(style: str) -> None:
+    prompts = prompt_style(style)
+    assert prompts.extract_response(prompts.prompt(ENTRY) + "  cba \n") == "cba"
+    # Generated text starts after the header, so without one the whole (stripped) text is the answer.
+    assert prompts.extract_response(" cba\n") == "cba"
+    assert prompts.extract_response("") == ""
+
+
+def test_response_extraction_uses_each_styles_header() -> None:
+    alpaca, phi3 = prompt_style("alpaca"), prompt_style("phi3")
+    assert alpaca.extract_response("noise ### Response:\nPositive.") == "Positive."
+    assert phi3.extract_response("<|user|>\nHi\n<|assistant|>:\nHello!") == "Hello!"
+    # One style's header means nothing to the other.
+    assert phi3.extract_response("### Response:\nPositive.") == "### Response:\nPositive."
+    assert alpaca.extract_response("<|assistant|>:\nHello!") == "<|assistant|>:\nHello!"
