@@ -35,7 +35,7 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
 def build_module(cfg: DictConfig) -> InstructionModule:
     """The LightningModule, with pretrained or given weights loaded if the config asks for them."""
     model_config = {**OmegaConf.to_container(cfg.model.arch), "tie_weights": cfg.model.tie_weights}
-    module = instantiate(cfg.module, model_config=model_config)
+    module = instantiate(cfg.module, model_config=model_config, _convert_="all")
     weights = resolve_weights(
         cfg.model.weights,
         cfg.model.hub_repo,

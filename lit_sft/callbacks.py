@@ -58,6 +58,18 @@ class RunSummary(L.Callback):
         self.tokens += batch["input_ids"].numel() * trainer.world_size
         self.target_tokens += int((batch["targets"] != IGNORE_INDEX).sum()) * trainer.world_size
 
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "target_tokens": self.target_tokens,
+            "train_time": self.train_time,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.tokens = state_dict["tokens"]
+        self.target_tokens = state_dict["target_tokens"]
+        self.train_time = state_dict["train_time"]
+
     def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """The run's final metrics and costs."""
         metrics = trainer.callback_metrics

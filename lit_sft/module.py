@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -44,6 +45,27 @@ def micro_batches(batch: Batch, size: int | None) -> list[Batch]:
         )
         chunks.append(chunk)
     return chunks
+
+
+def backward_token_mean(
+    model: GPT,
+    batch: Batch,
+    micro_batch_size: int | None,
+    scale: Tensor | float,
+    backward: Callable[[Tensor], None] = Tensor.backward,
+) -> Tensor:
+    """Accumulates the gradient of `scale` x the summed token losses, one micro-batch at a time.
+
+    With `scale` = 1 / (target tokens of the whole batch) every token weighs the same whatever
+    micro-batch it lands in; averaging per-micro-batch means would over-weight short batches.
+    Returns the (detached) summed loss.
+    """
+    loss_sum = torch.zeros((), device=batch["input_ids"].device)
+    for chunk in micro_batches(batch, micro_batch_size):
+        losses, _ = token_losses(model, chunk["input_ids"], chunk["targets"])
+        backward(losses.sum() * scale)
+        loss_sum += losses.detach().sum()
+    return loss_sum
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -94,12 +116,14 @@ class InstructionModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas)
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
 
         def multiplier(step: int) -> float:
             if hp.lr_schedule == "constant":
                 return 1.0
-            return warmup_cosine(step, hp.warmup_steps, total, hp.min_lr_ratio)
+            # Asked lazily: estimating the total before training would build the train dataloader
+            # before a resumed run has restored its position in the epoch.
+            total = self.trainer.estimated_stepping_batches if step > hp.warmup_steps else step + 1
+            return warmup_cosine(step, hp.warmup_steps, int(total), hp.min_lr_ratio)
 
         return {"optimizer": optimizer, "lr_scheduler": LambdaLR(optimizer, multiplier)}
 
@@ -112,11 +136,9 @@ class InstructionModule(L.LightningModule):
         # result the mean over every target token of the global batch.
         scale = self.trainer.world_size / global_tokens.clamp(min=1)
         optimizer.zero_grad()
-        loss_sum = torch.zeros((), device=self.device)
-        for chunk in micro_batches(batch, self.hparams.micro_batch_size):
-            losses, _ = token_losses(self.model, chunk["input_ids"], chunk["targets"])
-            self.manual_backward(losses.sum() * scale)
-            loss_sum += losses.detach().sum()
+        loss_sum = backward_token_mean(
+            self.model, batch, self.hparams.micro_batch_size, scale, self.manual_backward
+        )
         if global_tokens > 0:
             if self.hparams.grad_clip:
                 self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip)

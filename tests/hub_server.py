@@ -37,7 +37,8 @@ class HubServer:
     `add_alias` makes an old repository name answer 307 with a relative Location, as the Hub
     does for renamed repositories (`gpt2` -> `openai-community/gpt2`).
     Faults, for the next GETs of the CDN path: `cut_after` (one transfer stops after that many
-    bytes), `corrupt` (a flipped byte), `truncate_to` (a complete transfer of a shorter file).
+    bytes), `corrupt` (a flipped byte), `truncate_to` (a complete transfer of a shorter file),
+    `ignore_range` (whole file with 200, as servers without range support answer).
     """
 
     def __init__(self) -> None:
@@ -49,6 +50,7 @@ class HubServer:
         self.cut_after: int | None = None
         self.corrupt = False
         self.truncate_to: int | None = None
+        self.ignore_range = False
         self.lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -129,7 +131,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         def _serve_bytes(self, hosted: HostedFile, send_body: bool) -> None:
             data = _served_data(hub, hosted.data) if send_body else hosted.data
             start = 0
-            if send_body and self.headers["Range"]:
+            if send_body and self.headers["Range"] and not hub.ignore_range:
                 start = int(self.headers["Range"].removeprefix("bytes=").removesuffix("-"))
                 if start >= len(data):
                     self._send_empty(416, {"Content-Range": f"bytes */{len(data)}"})

@@ -1,4 +1,4 @@
-"""Generation: cache, batching, stopping, the context limit, seeded sampling; response extraction."""
+"""Generation: cache, batching, stopping, context limit, seeded sampling; response extraction."""
 
 from __future__ import annotations
 
@@ -18,16 +18,13 @@ PROMPTS = [[5], [7, 8, 9], [1, 2, 3, 4, 5, 6, 7], [11] * 4 + [12] * 8]
 
 @pytest.fixture(scope="module")
 def model() -> GPT:
-    """A tiny GPT with fixed, deliberately large weights.
+    """A tiny GPT with fixed random weights, in float64.
 
-    Float64 and a wide logit spread keep the argmax clear of rounding, so "the same tokens" tests
-    the cache and padding logic rather than summation order.
+    Float64 keeps the argmax clear of rounding, so "the same tokens" tests the cache and padding
+    logic rather than the order of summation.
     """
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(vocab_size=48, context_length=CONTEXT, emb_dim=32, n_layers=2, n_heads=4))
-    with torch.no_grad():
-        for param in gpt.parameters():
-            param.normal_(0.0, 0.5)
     return gpt.double().eval()
 
 
@@ -113,7 +110,7 @@ def test_top_k_sampling_keeps_to_the_k_most_likely(model: GPT) -> None:
             model,
             [prompt],
             max_new_tokens=1,
-            temperature=5.0,
+            temperature=1.0,
             top_k=3,
             generator=torch.Generator().manual_seed(seed),
         )[0][0]
@@ -129,7 +126,7 @@ ENTRY = {"instruction": "Reverse the word.", "input": "abc", "output": "cba"}
 def test_response_extraction_round_trips(style: str) -> None:
     prompts = prompt_style(style)
     assert prompts.extract_response(prompts.prompt(ENTRY) + "  cba \n") == "cba"
-    # Generated text starts after the header, so without one the whole (stripped) text is the answer.
+    # Generated text starts after the header, so without one all of it (stripped) is the answer.
     assert prompts.extract_response(" cba\n") == "cba"
     assert prompts.extract_response("") == ""
 

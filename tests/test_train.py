@@ -34,7 +34,14 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tiny_config, tmp_path:
 
     written = json.loads((run_dir / "summary.json").read_text())
     assert written["status"] == "finished" and written["steps"] == 30
-    for key in ("train_loss", "val_loss", "tokens", "train_tokens_per_sec", "peak_memory_mb", "wall_time_s"):
+    for key in (
+        "train_loss",
+        "val_loss",
+        "tokens",
+        "train_tokens_per_sec",
+        "peak_memory_mb",
+        "wall_time_s",
+    ):
         assert written[key] > 0, key
     assert written["val_loss"] == summary["val_loss"] == val[-1][1]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()

@@ -364,6 +364,17 @@ def test_interrupted_download_resumes_with_range(hub: HubServer, tmp_path: Path)
     assert not part.exists()
 
 
+def test_server_ignoring_range_restarts_the_file(hub: HubServer, tmp_path: Path) -> None:
+    data = hf_checkpoint_bytes(tmp_path)
+    hub.add_file(REPO, data)
+    hub.cut_after = len(data) // 2
+    with pytest.raises(WeightsDownloadError):
+        download_hub_weights(REPO, cache_dir=tmp_path, base_url=hub.url, progress=False)
+    hub.ignore_range = True
+    path = download_hub_weights(REPO, cache_dir=tmp_path, base_url=hub.url, progress=False)
+    assert path.read_bytes() == data
+
+
 def test_stale_part_longer_than_the_file_is_replaced(hub: HubServer, tmp_path: Path) -> None:
     data = hf_checkpoint_bytes(tmp_path)
     hub.add_file(REPO, data)
@@ -399,6 +410,10 @@ def test_plain_mirror_without_hub_headers(hub: HubServer, tmp_path: Path) -> Non
     data = os.urandom(5000)
     hub.add_file(REPO, data)
     hub.plain = True
+    hub.truncate_to = 4000  # HEAD's Content-Length still says 5000
+    with pytest.raises(WeightsDownloadError, match="4000 bytes arrived, 5000 announced"):
+        download_hub_weights(REPO, cache_dir=tmp_path, base_url=hub.url, progress=False)
+    hub.truncate_to = None
     path = download_hub_weights(REPO, cache_dir=tmp_path, base_url=hub.url, progress=False)
     assert path.read_bytes() == data
 

@@ -1,0 +1,190 @@
+"""Cached, batched generation against uncached one-at-a-time generation of the same answers.
+
+    python -m benchmarks.bench_generate --model gpt2-small --n 8 --max-new-tokens 64 [--ref]
+
+Random weights (seed 123), greedy, on the CPU; the end-of-text id is one no token has, so every
+answer is `--max-new-tokens` long and both ways do the same work. `--ref` also times the book's
+`generate` (../shared/bench/ref: one prompt at a time, no cache) with the same weights. Prints a
+table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import tiktoken
+import torch
+import yaml
+
+from lit_sft.data import load_entries, split_entries
+from lit_sft.generation import generate
+from lit_sft.model import GPT, GPTConfig
+from lit_sft.prompts import prompt_style
+from lit_sft.synthetic import synthetic_entries
+from lit_sft.weights import export_hf
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK_DATA = REPO.parent / "shared" / "data" / "instruction-data.json"
+REF_DIR = REPO.parent / "shared" / "bench" / "ref"
+NEVER = -1  # an end-of-text id no token has
+
+Answers = list[list[int]]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gpt2-small", help="a size in conf/model")
+    parser.add_argument("--n", type=int, default=8, help="test-set prompts to answer")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8, help="of the cached generation")
+    parser.add_argument("--prompt", default="alpaca", help="prompt style")
+    parser.add_argument(
+        "--data", default=str(BOOK_DATA), help="instruction set (the book's; if absent, synthetic)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--ref", action="store_true", help="also time the book's generate")
+    return parser.parse_args(argv)
+
+
+def build_model(name: str) -> GPT:
+    """The model size `conf/model/<name>.yaml` describes, randomly initialised from seed 123."""
+    spec = yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text())
+    torch.manual_seed(123)
+    return GPT(GPTConfig(**spec["arch"], tie_weights=spec["tie_weights"])).eval()
+
+
+def prompt_tokens(data: str, style_name: str, n: int) -> list[list[int]]:
+    """The token ids of the first `n` test-set prompts."""
+    entries = load_entries(data) if Path(data).is_file() else synthetic_entries(2000, seed=123)
+    test = split_entries(entries)[1][:n]
+    style, tokenizer = prompt_style(style_name), tiktoken.get_encoding("gpt2")
+    return [tokenizer.encode(style.prompt(entry)) for entry in test]
+
+
+def timed(run: Callable[[], Answers]) -> tuple[Answers, float]:
+    start = time.perf_counter()
+    answers = run()
+    return answers, time.perf_counter() - start
+
+
+def cached_batched(model: GPT, prompts: list[list[int]], new: int, batch_size: int) -> Answers:
+    answers: Answers = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        answers += generate(model, batch, max_new_tokens=new, eos_id=NEVER)
+    return answers
+
+
+def uncached_single(model: GPT, prompts: list[list[int]], new: int) -> Answers:
+    return [
+        generate(model, [p], max_new_tokens=new, eos_id=NEVER, use_cache=False)[0] for p in prompts
+    ]
+
+
+def book_generation(model: GPT, prompts: list[list[int]], new: int) -> Callable[[], Answers]:
+    """The book's generate, one prompt at a time, on the book's model holding `model`'s weights."""
+    # Only importable beside ../shared/bench; loaded here so that the rest runs without it.
+    sys.path.insert(0, str(REF_DIR))
+    import bench_common
+    from previous_chapters import GPTModel
+    from previous_chapters import generate as book_gen
+
+    config = model.config
+    book = GPTModel(
+        {
+            "vocab_size": config.vocab_size,
+            "context_length": config.context_length,
+            "emb_dim": config.emb_dim,
+            "n_layers": config.n_layers,
+            "n_heads": config.n_heads,
+            "drop_rate": config.drop_rate,
+            "qkv_bias": config.qkv_bias,
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        export_hf(model, tmp)
+        bench_common.load_hf_safetensors(book, str(Path(tmp) / "model.safetensors"))
+    book.eval()
+
+    def run() -> Answers:
+        answers = []
+        for p in prompts:
+            out = book_gen(book, torch.tensor([p]), new, config.context_length, eos_id=NEVER)
+            answers.append(out[0, len(p) :].tolist())
+        return answers
+
+    return run
+
+
+def same_tokens(a: Answers, b: Answers) -> tuple[int, list[int]]:
+    """How many answers are identical, and where each differing one first differs."""
+    first_diffs = []
+    for x, y in zip(a, b, strict=True):
+        if x != y:
+            equal_prefix = [s == t for s, t in zip(x, y, strict=False)] + [False]
+            first_diffs.append(equal_prefix.index(False))
+    return len(a) - len(first_diffs), first_diffs
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+    """Runs the comparison and prints a table and a JSON line."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model(args.model)
+    prompts = prompt_tokens(args.data, args.prompt, args.n)
+    new = args.max_new_tokens
+    generate(model, prompts[:1], max_new_tokens=2, eos_id=NEVER)  # warm-up, untimed
+    ways = {
+        "cached, batched": lambda: cached_batched(model, prompts, new, args.batch_size),
+        "uncached, one at a time": lambda: uncached_single(model, prompts, new),
+    }
+    if args.ref:
+        ways["book generate"] = book_generation(model, prompts, new)
+    results = {name: timed(run) for name, run in ways.items()}
+    baseline = results["cached, batched"][0]
+    rows = {}
+    for name, (answers, seconds) in results.items():
+        tokens = sum(len(a) for a in answers)
+        identical, first_diffs = same_tokens(answers, baseline)
+        rows[name] = {
+            "tokens_per_s": tokens / seconds,
+            "s_per_answer": seconds / len(answers),
+            "seconds": seconds,
+            "tokens": tokens,
+            "identical_to_cached": identical,
+            "first_differences": first_diffs,
+        }
+    slow = rows["uncached, one at a time"]["seconds"]
+    print(
+        f"{args.model}, {len(prompts)} prompts (median {statistics.median(map(len, prompts))} "
+        f"tokens), {new} new tokens each, {torch.get_num_threads()} threads"
+    )
+    print(f"{'':<26}{'tokens/s':>10}{'s/answer':>10}{'speed-up':>10}{'identical':>11}")
+    for name, row in rows.items():
+        print(
+            f"{name:<26}{row['tokens_per_s']:>10.1f}{row['s_per_answer']:>10.2f}"
+            f"{slow / row['seconds']:>9.1f}x{row['identical_to_cached']:>8}/{len(prompts)}"
+        )
+    result = {
+        "bench": "bench_generate",
+        "model": args.model,
+        "n": len(prompts),
+        "max_new_tokens": new,
+        "batch_size": args.batch_size,
+        "speedup_cached_batched_vs_uncached_single": slow / rows["cached, batched"]["seconds"],
+        "results": rows,
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

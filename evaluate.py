@@ -1,0 +1,129 @@
+"""Answer a run's test split and score the answers: `python evaluate.py run_dir=outputs/...`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lit_sft.evaluation import (
+    RESPONSES_FILE,
+    SCORERS,
+    SCORES_FILE,
+    SUMMARY_FILE,
+    exact_match_scores,
+    format_summary,
+    generate_responses,
+    judge_scores,
+    load_model,
+    log_summary,
+    read_run_summary,
+    rebuild_test_split,
+    run_weights,
+    summarize,
+    write_json_atomic,
+)
+from lit_sft.judge import Judge, JudgeUnavailable
+from lit_sft.prompts import prompt_style
+from lit_sft.weights import resolve_weights
+
+log = logging.getLogger(__name__)
+
+
+def source_config(cfg: DictConfig) -> tuple[DictConfig, bool]:
+    """The config naming the model, prompt and data: the run's own if `run_dir` is a run; is it?"""
+    run_dir = Path(cfg.run_dir)
+    run_config = run_dir / ".hydra" / "config.yaml"
+    if run_config.is_file():
+        given = [group for group in ("model", "prompt") if cfg.get(group) is not None]
+        if given:
+            raise ValueError(
+                f"{run_dir} is a training run and brings its own model and prompt; drop "
+                f"{', '.join(given)}=, or evaluate weights=<file> without run_dir"
+            )
+        return OmegaConf.load(run_config), True
+    if cfg.get("model") is None or cfg.get("prompt") is None:
+        raise ValueError(
+            f"{run_dir} is not a training run (no .hydra/config.yaml): pass run_dir=<run folder>, "
+            "or weights=<file> model=<size> prompt=<style> [data=...]"
+        )
+    return cfg, False
+
+
+def weights_path(cfg: DictConfig, source: DictConfig, is_run: bool) -> Path | None:
+    """`weights=` if given, else the run's weights, else what the model config names."""
+    weights = cfg.weights
+    if weights is None:
+        weights = str(run_weights(Path(cfg.run_dir))) if is_run else source.model.weights
+    return resolve_weights(
+        weights, source.model.hub_repo, cache_dir=cfg.hub.cache_dir, base_url=cfg.hub.base_url
+    )
+
+
+def scores_of(cfg: DictConfig, responses: list[dict[str, Any]], eval_dir: Path) -> list:
+    """Each answer's score by `cfg.scorer`; None where the judge failed."""
+    if cfg.scorer == "exact_match":
+        return exact_match_scores(responses)
+    with Judge(**OmegaConf.to_container(cfg.judge, resolve=True)) as judge:
+        return judge_scores(responses, judge, eval_dir / SCORES_FILE)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Answers and scores the test split of `cfg.run_dir` (or `weights=`); returns the summary."""
+    if cfg.scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {cfg.scorer!r}; valid: {', '.join(SCORERS)}")
+    run_dir = Path(cfg.run_dir)
+    eval_dir = run_dir / "eval"
+    source, is_run = source_config(cfg)
+    weights = weights_path(cfg, source, is_run)
+    if weights is None:
+        log.warning("no weights given: evaluating a randomly initialised model")
+    model_config = {
+        **OmegaConf.to_container(source.model.arch, resolve=True),
+        "tie_weights": source.model.tie_weights,
+    }
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(model_config, weights, device)
+    entries = rebuild_test_split(instantiate(source.data))[: cfg.limit]
+    log.info("answering %d test entries with %s into %s", len(entries), weights, eval_dir)
+    responses = generate_responses(
+        model,
+        entries,
+        prompt_style(source.prompt.name),
+        eval_dir / RESPONSES_FILE,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        seed=cfg.seed,
+    )
+    scores = scores_of(cfg, responses, eval_dir)
+    run_summary = read_run_summary(run_dir)
+    summary = summarize(cfg.scorer, scores, run_summary.get("val_loss"))
+    write_json_atomic(eval_dir / SUMMARY_FILE, summary)
+    # At the run's last training step, so the score lines up with its final val/loss.
+    log_summary(summary, run_dir / "tb", step=run_summary.get("steps", 0))
+    print(format_summary(summary))
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the mean score."""
+    try:
+        return evaluate(cfg)["mean"]
+    except JudgeUnavailable as error:
+        answers = Path(cfg.run_dir) / "eval" / RESPONSES_FILE
+        sys.exit(f"{error}\nThe answers are kept in {answers}; run again to score them.")
+
+
+if __name__ == "__main__":
+    main()

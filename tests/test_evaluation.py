@@ -1,0 +1,270 @@
+"""Evaluation: a tiny trained run answered, resumed, scored by exact match and by a fake judge."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY_RUN, compose_config
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+import lit_sft.evaluation as evaluation
+from evaluate import evaluate
+from lit_sft.data import split_entries
+from lit_sft.evaluation import (
+    RESPONSES_FILE,
+    SCORES_FILE,
+    SUMMARY_FILE,
+    exact_match_scores,
+    read_responses,
+    summarize,
+)
+from lit_sft.judge import Judge, JudgeUnavailable
+from lit_sft.report import read_scalar
+from lit_sft.synthetic import synthetic_entries
+from tests.fake_llm_server import FakeLLMServer, Reply
+from train import train
+
+SYNTHETIC_SIZE = 200  # TINY_RUN's: a test split of 20 entries
+QUICK = ["max_new_tokens=4", "batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder as `python train.py` leaves it, from a few steps of gpt2-tiny."""
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    cfg = compose_config(TINY_RUN, run_dir)
+    train(cfg)
+    # Hydra, not train(), writes the composed config; do what it does.
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+def copy_run(run: Path, to: Path, weights: str = "model.safetensors") -> Path:
+    """A fresh folder with `run`'s config, summary, events and one of its weights files."""
+    shutil.copytree(run / ".hydra", to / ".hydra")
+    shutil.copy(run / "summary.json", to / "summary.json")
+    shutil.copytree(run / "tb", to / "tb")
+    (to / weights).parent.mkdir(parents=True, exist_ok=True)
+    (to / weights).symlink_to(run / weights)
+    return to
+
+
+def eval_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=list(overrides))
+
+
+def synthetic_test_split(size: int = SYNTHETIC_SIZE) -> list[dict[str, str]]:
+    return split_entries(synthetic_entries(size, seed=123))[1]
+
+
+def read_json(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
+    summary = evaluate(eval_config(f"run_dir={run}", "scorer=exact_match", *QUICK))
+    responses = read_json(run / "eval" / RESPONSES_FILE)
+    expected = synthetic_test_split()
+    assert [{k: r[k] for k in ("instruction", "input", "output")} for r in responses] == expected
+    assert all(isinstance(r["model_response"], str) for r in responses)
+    hits = sum(r["model_response"].strip() == r["output"].strip() for r in responses)
+    run_summary = read_json(run / "summary.json")
+    assert summary == read_json(run / "eval" / SUMMARY_FILE)
+    assert summary["metric"] == "exact_match"
+    assert (summary["entries"], summary["scored"], summary["failures"]) == (20, 20, 0)
+    assert summary["mean"] == pytest.approx(100 * hits / 20)
+    assert summary["val_loss"] == pytest.approx(run_summary["val_loss"])
+    assert read_scalar(run, "eval/exact_match") == [
+        (run_summary["steps"], pytest.approx(summary["mean"]))
+    ]
+
+
+def test_an_interrupted_evaluation_resumes(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
+    args = ["scorer=exact_match", "limit=12", *QUICK]  # three batches of 4
+    cfg = eval_config(f"run_dir={run}", *args)
+    real_generate = evaluation.generate
+    answered: list[int] = []
+
+    def generate_then_stop(model, prompts, **kwargs):
+        if answered:
+            raise KeyboardInterrupt
+        answered.append(len(prompts))
+        return real_generate(model, prompts, **kwargs)
+
+    monkeypatch.setattr(evaluation, "generate", generate_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(cfg)
+    assert len(read_json(run / "eval" / RESPONSES_FILE)) == 4
+    assert not (run / "eval" / SUMMARY_FILE).exists()
+
+    def counting_generate(model, prompts, **kwargs):
+        answered.append(len(prompts))
+        return real_generate(model, prompts, **kwargs)
+
+    monkeypatch.setattr(evaluation, "generate", counting_generate)
+    assert evaluate(cfg)["entries"] == 12
+    assert answered == [4, 4, 4]  # the first batch once, before the stop; the other two after
+    resumed = read_json(run / "eval" / RESPONSES_FILE)
+    assert evaluate(cfg)["entries"] == 12 and answered == [4, 4, 4]  # nothing left to answer
+
+    monkeypatch.setattr(evaluation, "generate", real_generate)
+    uninterrupted = copy_run(tiny_run, tmp_path / "again")
+    evaluate(eval_config(f"run_dir={uninterrupted}", *args))
+    assert read_json(uninterrupted / "eval" / RESPONSES_FILE) == resumed
+
+
+def test_weights_without_a_run_and_the_checkpoint_fallback(tiny_run: Path, tmp_path: Path) -> None:
+    args = ["scorer=exact_match", "limit=4", *QUICK]
+    evaluate(eval_config(f"run_dir={copy_run(tiny_run, tmp_path / 'run')}", *args))
+    reference = read_json(tmp_path / "run" / "eval" / RESPONSES_FILE)
+    from_ckpt = copy_run(tiny_run, tmp_path / "ckpt", weights="checkpoints/last.ckpt")
+    evaluate(eval_config(f"run_dir={from_ckpt}", *args))
+    assert read_json(from_ckpt / "eval" / RESPONSES_FILE) == reference
+    bare = eval_config(
+        f"run_dir={tmp_path / 'bare'}",
+        f"weights={tiny_run / 'model.safetensors'}",
+        "model=gpt2-tiny",
+        "prompt=alpaca",
+        "data=synthetic",
+        f"data.synthetic_size={SYNTHETIC_SIZE}",
+        *args,
+    )
+    summary = evaluate(bare)
+    assert read_json(tmp_path / "bare" / "eval" / RESPONSES_FILE) == reference
+    assert summary["entries"] == 4 and summary["val_loss"] is None
+
+
+def test_a_run_brings_its_own_model_and_a_non_run_needs_one(tiny_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="brings its own model"):
+        evaluate(eval_config(f"run_dir={tiny_run}", "model=gpt2-small"))
+    with pytest.raises(ValueError, match="not a training run"):
+        evaluate(eval_config(f"run_dir={tmp_path}", "weights=x.safetensors"))
+    with pytest.raises(ValueError, match="unknown scorer"):
+        evaluate(eval_config(f"run_dir={tiny_run}", "scorer=bleu"))
+
+
+@pytest.fixture
+def judge_server() -> Iterator[FakeLLMServer]:
+    server = FakeLLMServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_end_to_end_with_a_fake_ollama_judge(
+    tiny_run: Path, tmp_path: Path, judge_server: FakeLLMServer
+) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
+    # The third answer's request is refused for good: recorded as a failure, not raised.
+    judge_server.reply_with("90", "70", Reply(text="bad request", status=400), "40")
+    args = [f"run_dir={run}", f"judge.url={judge_server.url}", "limit=5", *QUICK]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "evaluate.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = read_json(run / "eval" / SUMMARY_FILE)
+    assert summary["metric"] == "judge"
+    assert (summary["entries"], summary["scored"], summary["failures"]) == (5, 4, 1)
+    assert summary["mean"] == pytest.approx((90 + 70 + 40 + 85) / 4)  # 85: the server's default
+    assert "mean" in done.stdout and "failures" in done.stdout
+    assert (run / "eval" / ".hydra" / "config.yaml").is_file()
+    assert (run / ".hydra" / "config.yaml").read_text() == (
+        tiny_run / ".hydra" / "config.yaml"
+    ).read_text()
+    chats = judge_server.chats
+    assert len(chats) == 5
+    first = read_json(run / "eval" / RESPONSES_FILE)[0]
+    prompt = chats[0].body["messages"][0]["content"]
+    assert first["instruction"] in prompt and first["model_response"] in prompt
+    assert "### Instruction:" in prompt and chats[0].body["model"] == "llama3"
+
+    # A rerun asks the judge only about the failed answer.
+    summary = evaluate(eval_config(*args))
+    assert (summary["scored"], summary["failures"]) == (5, 0)
+    assert len(judge_server.chats) == 6
+    assert len((run / "eval" / SCORES_FILE).read_text().splitlines()) == 6
+
+
+def test_an_unreachable_judge_stops_early_and_keeps_the_answers(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = copy_run(tiny_run, tmp_path / "run")
+    cfg = eval_config(f"run_dir={run}", f"judge.url=http://127.0.0.1:{port}", "limit=3", *QUICK)
+    with pytest.raises(JudgeUnavailable, match="cannot reach the ollama judge"):
+        evaluate(cfg)
+    assert len(read_json(run / "eval" / RESPONSES_FILE)) == 3
+    assert not (run / "eval" / SUMMARY_FILE).exists()
+
+
+def test_summary_counts_failures_and_gives_a_normal_interval() -> None:
+    summary = summarize("judge", [100.0, None, 0.0, 50.0], val_loss=0.5)
+    assert (summary["entries"], summary["scored"], summary["failures"]) == (4, 3, 1)
+    assert (summary["mean"], summary["std"]) == (50.0, 50.0)
+    half = 1.96 * 50.0 / math.sqrt(3)
+    assert summary["ci95"] == pytest.approx([50.0 - half, 50.0 + half])
+    assert summary["val_loss"] == 0.5 and "1.96" in summary["ci95_method"]
+    nothing = summarize("judge", [None, None], val_loss=None)
+    assert (nothing["scored"], nothing["failures"], nothing["mean"], nothing["ci95"]) == (
+        0,
+        2,
+        None,
+        None,
+    )
+    json.dumps(nothing)
+
+
+def test_exact_match_compares_stripped_answers() -> None:
+    entries = [
+        {"output": "cba", "model_response": " cba\n"},
+        {"output": "ABC", "model_response": "abc"},
+        {"output": " 12 ", "model_response": "12"},
+    ]
+    assert exact_match_scores(entries) == [100.0, 0.0, 100.0]
+
+
+def test_answers_from_another_split_are_not_resumed(tmp_path: Path) -> None:
+    path = tmp_path / RESPONSES_FILE
+    entries = synthetic_test_split()
+    path.write_text(json.dumps([{**entries[1], "model_response": "x"}]))
+    with pytest.raises(ValueError, match="does not match"):
+        read_responses(path, entries)
+    answers = [{**entry, "model_response": "x"} for entry in entries[:3]]
+    path.write_text(json.dumps(answers[:1]))
+    assert read_responses(path, entries) == answers[:1]
+    path.write_text(json.dumps(answers))  # from an earlier run that answered more
+    assert read_responses(path, entries[:2]) == answers[:2]
+
+
+@pytest.mark.parametrize("preset", ["ollama", "openai"])
+def test_judge_config_maps_onto_judge(preset: str) -> None:
+    cfg = eval_config(f"judge={preset}")
+    judge = Judge(**OmegaConf.to_container(cfg.judge, resolve=True))
+    assert judge.api == preset
+    defaults = eval_config()
+    assert (defaults.scorer, defaults.batch_size, defaults.max_new_tokens) == ("judge", 8, 256)
+    assert (defaults.judge.url, defaults.judge.model) == ("http://localhost:11434", "llama3")
