@@ -18,7 +18,7 @@ import requests
 import tiktoken
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_sft import prompts
 from lit_sft.prompts import PromptStyle
@@ -300,14 +300,30 @@ class InstructionDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        sampler = self._distributed_sampler()
         return ResumableDataLoader(
             self.encoded["train"],
             batch_size=self.batch_size,
-            shuffle=self.shuffle,
+            sampler=sampler,
+            shuffle=self.shuffle if sampler is None else None,
             drop_last=True,
             collate_fn=self.collate(),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def _distributed_sampler(self) -> DistributedSampler | None:
+        # Lightning's own distributed sampler always shuffles the train set; ours keeps
+        # `shuffle=False` meaning file order on any number of processes.
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        return DistributedSampler(
+            self.encoded["train"],
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
+            shuffle=self.shuffle,
+            seed=self.seed,
         )
 
     def val_dataloader(self) -> DataLoader:
