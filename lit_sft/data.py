@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_sft import prompts
+from lit_sft.cache import cache_root
 from lit_sft.prompts import PromptStyle
 from lit_sft.synthetic import synthetic_entries
 
@@ -42,13 +43,6 @@ class EncodedEntry:
 
     tokens: list[int]
     prompt_length: int
-
-
-def cache_root() -> Path:
-    """Where downloads are cached: `$LIT_SFT_CACHE`, else `$XDG_CACHE_HOME/lit_sft`."""
-    if os.environ.get("LIT_SFT_CACHE"):
-        return Path(os.environ["LIT_SFT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lit_sft"
 
 
 def download_once(url: str, cache_dir: str | Path | None = None, timeout_s: float = 60.0) -> Path:

@@ -20,11 +20,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from lit_sft.cache import cache_root
 from lit_sft.model import GPT, GPTConfig
 
 DEFAULT_HUB_URL = "https://huggingface.co"
 WEIGHTS_FILENAME = "model.safetensors"
-CACHE_ENV = "LIT_SFT_CACHE"
 LOCAL_FILE_HINT = "pass a local file instead: model.weights=/path/to/model.safetensors"
 
 _TIMEOUT_S = (10, 60)  # (connect, read between two chunks)
@@ -78,11 +78,8 @@ def hub_file_url(
 
 
 def default_cache_dir() -> Path:
-    """$LIT_SFT_CACHE, else $XDG_CACHE_HOME/lit_sft/hub, else ~/.cache/lit_sft/hub."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home).expanduser() / "lit_sft" / "hub"
+    """The `hub/` folder of lit_sft's cache (see `lit_sft.cache.cache_root`)."""
+    return cache_root() / "hub"
 
 
 def download_hub_weights(

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train import scalars
 
 from conftest import REPO, TINY_RUN
-from test_train import scalars
 
 RUN = [
     *TINY_RUN,

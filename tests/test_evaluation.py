@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_RUN, compose_config
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 import lit_sft.evaluation as evaluation
+from conftest import REPO, TINY_RUN, compose_config
 from evaluate import evaluate
 from lit_sft.data import split_entries
 from lit_sft.evaluation import (

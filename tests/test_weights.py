@@ -312,7 +312,7 @@ def test_hub_urls_and_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "lit_sft" / "hub"
     monkeypatch.setenv("LIT_SFT_CACHE", str(tmp_path / "mine"))
-    assert default_cache_dir() == tmp_path / "mine"
+    assert default_cache_dir() == tmp_path / "mine" / "hub"
 
 
 def test_download_caches_and_second_run_makes_no_request(
@@ -341,7 +341,7 @@ def test_cache_dir_comes_from_environment(
     hub.add_file(REPO, b"weights")
     monkeypatch.setenv("LIT_SFT_CACHE", str(tmp_path / "env-cache"))
     path = download_hub_weights(REPO, base_url=hub.url, progress=False)
-    assert path == tmp_path / "env-cache" / REPO / "model.safetensors"
+    assert path == tmp_path / "env-cache" / "hub" / REPO / "model.safetensors"
 
 
 def test_interrupted_download_resumes_with_range(hub: HubServer, tmp_path: Path) -> None:
