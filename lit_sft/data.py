@@ -1,4 +1,4 @@
-"""Instruction data: loading and validating entries, splitting, encoding, the collate, the DataModule."""
+"""Instruction data: loading, validation, splitting, encoding, the collate and the DataModule."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def download_once(url: str, cache_dir: str | Path | None = None, timeout_s: floa
         response.raise_for_status()
     except requests.RequestException as error:
         raise RuntimeError(
-            f"could not download {url} ({error}); pass a local file with data.path=/path/to/data.json"
+            f"could not download {url} ({error}); "
+            "pass a local file instead: data.path=/path/to/data.json"
         ) from error
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".part") as tmp:

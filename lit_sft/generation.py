@@ -1,4 +1,4 @@
-"""Text generation: batched, left-padded, with a key/value cache so each new token costs one position."""
+"""Batched, left-padded generation with a key/value cache: each new token costs one position."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GPT-2 in PyTorch: config -> attention -> MLP -> block -> model, with an optional key/value cache."""
+"""GPT-2 in PyTorch: config -> attention -> MLP -> block -> model, and a key/value cache."""
 
 from __future__ import annotations
 

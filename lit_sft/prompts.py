@@ -21,7 +21,7 @@ class PromptStyle:
         return self.instruction_text(entry) + self.response_header
 
     def extract_response(self, text: str) -> str:
-        """The answer in generated `text`: what follows the response header (if present), stripped."""
+        """The answer in generated `text`: what follows the response header if any, stripped."""
         _, header, answer = text.partition(self.response_header.strip())
         return (answer if header else text).strip()
 
