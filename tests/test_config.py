@@ -83,3 +83,15 @@ def test_every_experiment_preset_composes(tmp_path: Path, preset: str) -> None:
 def test_trainer_presets_compose(tmp_path: Path, trainer: str) -> None:
     cfg = compose_config([f"trainer={trainer}", "trainer.devices=2"], tmp_path)
     assert cfg.trainer.devices == 2
+
+
+def test_slurm_launcher_config_resolves_against_the_trainer(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import get_class
+
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)
+    assert get_class(launcher._target_).__name__ == "SlurmLauncher"
