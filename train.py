@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the final validation loss (for sweepers that optimise it)."""
+    # The post-step weights are the ones a resumed run must continue from, as intended here.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     return train(cfg).get("val_loss", float("nan"))
 
 
