@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def source_config(cfg: DictConfig) -> tuple[DictConfig, bool]:
-    """The config naming the model, prompt and data: the run's own if `run_dir` is a run; is it?"""
+    """The config naming model, prompt and data (the run's own if `run_dir` is a run), and is it."""
     run_dir = Path(cfg.run_dir)
     run_config = run_dir / ".hydra" / "config.yaml"
     if run_config.is_file():
@@ -66,7 +66,9 @@ def weights_path(cfg: DictConfig, source: DictConfig, is_run: bool) -> Path | No
     )
 
 
-def scores_of(cfg: DictConfig, responses: list[dict[str, Any]], eval_dir: Path) -> list:
+def scores_of(
+    cfg: DictConfig, responses: list[dict[str, Any]], eval_dir: Path
+) -> list[float] | list[float | None]:
     """Each answer's score by `cfg.scorer`; None where the judge failed."""
     if cfg.scorer == "exact_match":
         return exact_match_scores(responses)

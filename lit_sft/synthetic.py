@@ -12,33 +12,41 @@ from collections.abc import Callable
 Entry = dict[str, str]
 
 
-def _word(rng: random.Random) -> str:
-    return "".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 6)))
+def _letters(rng: random.Random) -> list[str]:
+    return rng.choices(string.ascii_lowercase, k=rng.randint(3, 5))
+
+
+def _spaced(letters: list[str]) -> str:
+    # Spaced letters are one GPT-2 token each, so a small model can see (and move) every letter;
+    # a word like "qzt" would be BPE fragments whose spelling the model has to learn first.
+    return " ".join(letters)
 
 
 def _reverse(rng: random.Random, inline: bool) -> Entry:
-    word = _word(rng)
-    return _task("Reverse the word", word, word[::-1], inline)
+    letters = _letters(rng)
+    return _task("Reverse the letters", _spaced(letters), _spaced(letters[::-1]), inline)
 
 
 def _add(rng: random.Random, inline: bool) -> Entry:
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
+    a, b = rng.randint(0, 20), rng.randint(0, 20)
     return _task("Add the two numbers", f"{a} + {b}", str(a + b), inline)
 
 
 def _sort_letters(rng: random.Random, inline: bool) -> Entry:
-    word = _word(rng)
-    return _task("Sort the letters alphabetically", word, "".join(sorted(word)), inline)
+    letters = _letters(rng)
+    return _task(
+        "Sort the letters alphabetically", _spaced(letters), _spaced(sorted(letters)), inline
+    )
 
 
 def _uppercase(rng: random.Random, inline: bool) -> Entry:
-    word = _word(rng)
-    return _task("Write in uppercase", word, word.upper(), inline)
+    letters = _letters(rng)
+    return _task("Write in uppercase", _spaced(letters), _spaced(letters).upper(), inline)
 
 
 def _lowercase(rng: random.Random, inline: bool) -> Entry:
-    word = _word(rng).upper()
-    return _task("Write in lowercase", word, word.lower(), inline)
+    letters = _letters(rng)
+    return _task("Write in lowercase", _spaced(letters).upper(), _spaced(letters), inline)
 
 
 def _task(instruction: str, argument: str, answer: str, inline: bool) -> Entry:

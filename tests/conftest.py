@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -16,6 +17,10 @@ BOOK_DATA = SHARED / "data" / "instruction-data.json"
 
 if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken-cache").is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken-cache")
+
+# Tiny models gain nothing from a second thread, and two spinning OpenMP threads on a busy 2-core
+# machine slow each step by an order of magnitude.
+torch.set_num_threads(1)
 
 TINY_RUN = [
     "model=gpt2-tiny",

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tiktoken
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,13 +36,24 @@ from lit_sft.synthetic import synthetic_entries
 from tests.fake_llm_server import FakeLLMServer, Reply
 from train import train
 
-SYNTHETIC_SIZE = 200  # TINY_RUN's: a test split of 20 entries
+SYNTHETIC_SIZE = int(
+    next(o for o in TINY_RUN if o.startswith("data.synthetic_size=")).split("=")[1]
+)
 QUICK = ["max_new_tokens=4", "batch_size=4"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One thread: tiny models spend their time handing work between threads, not computing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder as `python train.py` leaves it, from a few steps of gpt2-tiny."""
+    """A run folder as `python train.py` leaves it, from a few steps of the tests' tiny GPT."""
     run_dir = tmp_path_factory.mktemp("tiny_run")
     cfg = compose_config(TINY_RUN, run_dir)
     train(cfg)
@@ -84,12 +97,38 @@ def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
     run_summary = read_json(run / "summary.json")
     assert summary == read_json(run / "eval" / SUMMARY_FILE)
     assert summary["metric"] == "exact_match"
-    assert (summary["entries"], summary["scored"], summary["failures"]) == (20, 20, 0)
-    assert summary["mean"] == pytest.approx(100 * hits / 20)
+    n = len(expected)
+    assert (summary["entries"], summary["scored"], summary["failures"]) == (n, n, 0)
+    assert summary["mean"] == pytest.approx(100 * hits / n)
     assert summary["val_loss"] == pytest.approx(run_summary["val_loss"])
     assert read_scalar(run, "eval/exact_match") == [
         (run_summary["steps"], pytest.approx(summary["mean"]))
     ]
+
+
+def test_exact_match_counts_the_right_answers(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
+    tokenizer = tiktoken.get_encoding("gpt2")
+    references = iter(synthetic_test_split()[:8])
+    answered = 0
+
+    def every_other_answer_right(model, prompts, **kwargs):
+        nonlocal answered
+        answers = []
+        for _ in prompts:
+            reference = next(references)["output"]
+            answers.append(tokenizer.encode(f" {reference}\n" if answered % 2 == 0 else "wrong"))
+            answered += 1
+        return answers
+
+    monkeypatch.setattr(evaluation, "generate", every_other_answer_right)
+    summary = evaluate(eval_config(f"run_dir={run}", "scorer=exact_match", "limit=8", *QUICK))
+    assert (summary["entries"], summary["scored"], summary["mean"]) == (8, 8, 50.0)
+    assert summary["std"] == pytest.approx(math.sqrt(8 * 50**2 / 7))
+    half = 1.96 * summary["std"] / math.sqrt(8)
+    assert summary["ci95"] == pytest.approx([50 - half, 50 + half])
 
 
 def test_an_interrupted_evaluation_resumes(
@@ -136,13 +175,13 @@ def test_weights_without_a_run_and_the_checkpoint_fallback(tiny_run: Path, tmp_p
     from_ckpt = copy_run(tiny_run, tmp_path / "ckpt", weights="checkpoints/last.ckpt")
     evaluate(eval_config(f"run_dir={from_ckpt}", *args))
     assert read_json(from_ckpt / "eval" / RESPONSES_FILE) == reference
+    # The same model and data overrides as the run, given on the command line instead.
+    same_as_run = [o for o in TINY_RUN if o.startswith(("model", "data"))]
     bare = eval_config(
         f"run_dir={tmp_path / 'bare'}",
         f"weights={tiny_run / 'model.safetensors'}",
-        "model=gpt2-tiny",
         "prompt=alpaca",
-        "data=synthetic",
-        f"data.synthetic_size={SYNTHETIC_SIZE}",
+        *same_as_run,
         *args,
     )
     summary = evaluate(bare)
@@ -174,7 +213,7 @@ def test_end_to_end_with_a_fake_ollama_judge(
     # The third answer's request is refused for good: recorded as a failure, not raised.
     judge_server.reply_with("90", "70", Reply(text="bad request", status=400), "40")
     args = [f"run_dir={run}", f"judge.url={judge_server.url}", "limit=5", *QUICK]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "evaluate.py", *args],
         cwd=REPO,
