@@ -26,7 +26,7 @@ RESPONSES_FILE = "instruction-data-with-response.json"
 SCORES_FILE = "scores.jsonl"
 SUMMARY_FILE = "eval-summary.json"
 SCORERS = ("judge", "exact_match")
-CI95_METHOD = "mean ± 1.96·std/√n (normal approximation)"
+CI95_METHOD = "mean ± 1.96·std/√n (normal approximation), clipped to [0, 100]"
 
 Entry = dict[str, str]
 
@@ -178,7 +178,8 @@ def summarize(
     ci95 = None
     if mean is not None and std is not None:
         half = 1.96 * std / math.sqrt(len(scored))
-        ci95 = [mean - half, mean + half]
+        # Scores live in [0, 100]; the normal approximation can reach past either end.
+        ci95 = [max(0.0, mean - half), min(100.0, mean + half)]
     return {
         "metric": metric,
         "entries": len(scores),

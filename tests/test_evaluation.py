@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import tiktoken
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,15 +39,6 @@ SYNTHETIC_SIZE = int(
     next(o for o in TINY_RUN if o.startswith("data.synthetic_size=")).split("=")[1]
 )
 QUICK = ["max_new_tokens=4", "batch_size=4"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread: tiny models spend their time handing work between threads, not computing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +254,8 @@ def test_summary_counts_failures_and_gives_a_normal_interval() -> None:
     summary = summarize("judge", [100.0, None, 0.0, 50.0], val_loss=0.5)
     assert (summary["entries"], summary["scored"], summary["failures"]) == (4, 3, 1)
     assert (summary["mean"], summary["std"]) == (50.0, 50.0)
-    half = 1.96 * 50.0 / math.sqrt(3)
-    assert summary["ci95"] == pytest.approx([50.0 - half, 50.0 + half])
+    assert 1.96 * 50.0 / math.sqrt(3) > 50  # the interval reaches past both ends of the scale
+    assert summary["ci95"] == [0.0, 100.0]
     assert summary["val_loss"] == 0.5 and "1.96" in summary["ci95_method"]
     nothing = summarize("judge", [None, None], val_loss=None)
     assert (nothing["scored"], nothing["failures"], nothing["mean"], nothing["ci95"]) == (

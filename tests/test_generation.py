@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,15 +14,6 @@ from lit_sft.prompts import prompt_style
 CONTEXT = 32
 NEVER = -1  # an end-of-text id no token has, so every answer runs to max_new_tokens
 PROMPTS = [[5], [7, 8, 9], [1, 2, 3, 4, 5, 6, 7], [11] * 4 + [12] * 8]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread: tiny models spend their time handing work between threads, not computing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
