@@ -27,8 +27,8 @@ from lit_sft.evaluation import (
     rebuild_test_split,
     run_weights,
     summarize,
-    write_json_atomic,
 )
+from lit_sft.files import write_json_atomic
 from lit_sft.judge import Judge, JudgeUnavailable
 from lit_sft.prompts import prompt_style
 from lit_sft.weights import resolve_weights

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_sft.data import IGNORE_INDEX
+from lit_sft.files import write_json_atomic
 
 SUMMARY_METRICS = {
     "train_loss": "train/loss",
@@ -26,13 +26,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Writes `data` to `path` through a temporary file, so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 class RunSummary(L.Callback):
@@ -94,7 +87,7 @@ class RunSummary(L.Callback):
         summary = self.summary(trainer, pl_module)
         if not trainer.is_global_zero:
             return
-        write_json(self.run_dir / "summary.json", summary)
+        write_json_atomic(self.run_dir / "summary.json", summary)
         if isinstance(trainer.logger, TensorBoardLogger):
             final = {f"hparams/{key}": summary[key] for key in SUMMARY_METRICS if key in summary}
             trainer.logger.log_hyperparams(self.hparams, final)
@@ -104,7 +97,7 @@ class RunSummary(L.Callback):
     ) -> None:
         if trainer.is_global_zero:
             status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            write_json(
+            write_json_atomic(
                 self.run_dir / "summary.json",
                 {
                     "status": status,

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_sft import prompts
-from lit_sft.cache import cache_root
+from lit_sft.files import cache_root
 from lit_sft.prompts import PromptStyle
 from lit_sft.synthetic import synthetic_entries
 

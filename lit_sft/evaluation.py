@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from lit_sft.data import InstructionDataModule
+from lit_sft.files import write_json_atomic
 from lit_sft.generation import END_OF_TEXT, generate
 from lit_sft.judge import Judge, score_entries
 from lit_sft.model import GPT, GPTConfig
@@ -70,18 +70,6 @@ def rebuild_test_split(datamodule: InstructionDataModule) -> list[Entry]:
     datamodule.prepare_data()
     datamodule.setup("test")
     return datamodule.splits["test"]
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes `data` through a temporary file, so a stopped run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def read_responses(path: Path, entries: Sequence[Entry]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from lit_sft.cache import cache_root
+from lit_sft.files import cache_root
 from lit_sft.model import GPT, GPTConfig
 
 DEFAULT_HUB_URL = "https://huggingface.co"
@@ -78,7 +78,7 @@ def hub_file_url(
 
 
 def default_cache_dir() -> Path:
-    """The `hub/` folder of lit_sft's cache (see `lit_sft.cache.cache_root`)."""
+    """The `hub/` folder of lit_sft's cache (see `lit_sft.files.cache_root`)."""
     return cache_root() / "hub"
 
 
