@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if cfg.export_weights and trainer.is_global_zero:
         export_hf(module.model, run_dir)
-    return summary.summary(trainer, module)
+    return summary.result
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -39,6 +39,7 @@ class RunSummary(L.Callback):
         self.train_time = 0.0
         self._step_start = 0.0
         self._fit_start = 0.0
+        self.result: dict[str, Any] = {}  # what summary.json says, once the fit has ended
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
@@ -84,7 +85,7 @@ class RunSummary(L.Callback):
         }
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        summary = self.summary(trainer, pl_module)
+        summary = self.result = self.summary(trainer, pl_module)
         if not trainer.is_global_zero:
             return
         write_json_atomic(self.run_dir / "summary.json", summary)
