@@ -12,46 +12,39 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lit_sft.evaluation import (
-    RESPONSES_FILE,
+from lit_sft.checkpoints import load_model, resolve_weights
+from lit_sft.evaluation.answers import generate_responses, rebuild_test_split
+from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
+from lit_sft.evaluation.scoring import (
     SCORERS,
-    SCORES_FILE,
-    SUMMARY_FILE,
     exact_match_scores,
     format_summary,
-    generate_responses,
     judge_scores,
-    load_model,
     log_summary,
-    read_run_summary,
-    rebuild_test_split,
-    run_weights,
     summarize,
 )
 from lit_sft.files import write_json_atomic
-from lit_sft.judge import Judge, JudgeUnavailable
 from lit_sft.prompts import prompt_style
-from lit_sft.weights import resolve_weights
+from lit_sft.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
 
 def source_config(cfg: DictConfig) -> tuple[DictConfig, bool]:
     """The config naming model, prompt and data (the run's own if `run_dir` is a run), and is it."""
-    run_dir = Path(cfg.run_dir)
-    run_config = run_dir / ".hydra" / "config.yaml"
-    if run_config.is_file():
+    run_dir = RunDir(cfg.run_dir)
+    if run_dir.is_run():
         given = [group for group in ("model", "prompt") if cfg.get(group) is not None]
         if given:
             raise ValueError(
-                f"{run_dir} is a training run and brings its own model and prompt; drop "
+                f"{run_dir.path} is a training run and brings its own model and prompt; drop "
                 f"{', '.join(given)}=, or evaluate weights=<file> without run_dir"
             )
-        return OmegaConf.load(run_config), True
+        return OmegaConf.load(run_dir.config), True
     if cfg.get("model") is None or cfg.get("prompt") is None:
         raise ValueError(
-            f"{run_dir} is not a training run (no .hydra/config.yaml): pass run_dir=<run folder>, "
-            "or weights=<file> model=<size> prompt=<style> [data=...]"
+            f"{run_dir.path} is not a training run (no .hydra/config.yaml): "
+            "pass run_dir=<run folder>, or weights=<file> model=<size> prompt=<style> [data=...]"
         )
     return cfg, False
 
@@ -60,59 +53,60 @@ def weights_path(cfg: DictConfig, source: DictConfig, is_run: bool) -> Path | No
     """`weights=` if given, else the run's weights, else what the model config names."""
     weights = cfg.weights
     if weights is None:
-        weights = str(run_weights(Path(cfg.run_dir))) if is_run else source.model.weights
+        weights = str(RunDir(cfg.run_dir).trained_weights()) if is_run else source.model.weights
     return resolve_weights(
         weights, source.model.hub_repo, cache_dir=cfg.hub.cache_dir, base_url=cfg.hub.base_url
     )
 
 
 def scores_of(
-    cfg: DictConfig, responses: list[dict[str, Any]], eval_dir: Path
+    cfg: DictConfig, responses: list[dict[str, Any]], run_dir: RunDir
 ) -> list[float] | list[float | None]:
     """Each answer's score by `cfg.scorer`; None where the judge failed."""
     if cfg.scorer == "exact_match":
         return exact_match_scores(responses)
-    with Judge(**OmegaConf.to_container(cfg.judge, resolve=True)) as judge:
-        return judge_scores(responses, judge, eval_dir / SCORES_FILE)
+    settings = JudgeSettings(**OmegaConf.to_container(cfg.judge, resolve=True))
+    with Judge(settings) as judge:
+        return judge_scores(responses, judge, run_dir.scores)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Answers and scores the test split of `cfg.run_dir` (or `weights=`); returns the summary."""
     if cfg.scorer not in SCORERS:
         raise ValueError(f"unknown scorer {cfg.scorer!r}; valid: {', '.join(SCORERS)}")
-    run_dir = Path(cfg.run_dir)
-    eval_dir = run_dir / "eval"
+    run_dir = RunDir(cfg.run_dir)
     source, is_run = source_config(cfg)
     weights = weights_path(cfg, source, is_run)
     if weights is None:
         log.warning("no weights given: evaluating a randomly initialised model")
+    # Run folders written before `arch` carried it keep tie_weights beside `arch`.
     model_config = {
-        **OmegaConf.to_container(source.model.arch, resolve=True),
         "tie_weights": source.model.tie_weights,
+        **OmegaConf.to_container(source.model.arch, resolve=True),
     }
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(model_config, weights, device)
     entries = rebuild_test_split(instantiate(source.data))[: cfg.limit]
-    log.info("answering %d test entries with %s into %s", len(entries), weights, eval_dir)
+    log.info("answering %d test entries with %s into %s", len(entries), weights, run_dir.eval_dir)
     responses = generate_responses(
         model,
         entries,
         prompt_style(source.prompt.name),
-        eval_dir / RESPONSES_FILE,
+        run_dir.answers,
         batch_size=cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         seed=cfg.seed,
     )
-    scores = scores_of(cfg, responses, eval_dir)
-    run_summary = read_run_summary(run_dir)
+    scores = scores_of(cfg, responses, run_dir)
+    run_summary = run_dir.read_summary()
     summary = summarize(cfg.scorer, scores, run_summary.get("val_loss"))
-    write_json_atomic(eval_dir / SUMMARY_FILE, summary)
+    write_json_atomic(run_dir.eval_summary, summary)
     # At the run's last training step, so the score lines up with its final val/loss.
-    log_summary(summary, run_dir / "tb", step=run_summary.get("steps", 0))
+    log_summary(summary, run_dir.tb, step=run_summary.get("steps", 0))
     print(format_summary(summary))
     return summary
 
@@ -123,7 +117,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return evaluate(cfg)["mean"]
     except JudgeUnavailable as error:
-        answers = Path(cfg.run_dir) / "eval" / RESPONSES_FILE
+        answers = RunDir(cfg.run_dir).answers
         sys.exit(f"{error}\nThe answers are kept in {answers}; run again to score them.")
 
 

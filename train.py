@@ -12,10 +12,10 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lit_sft.callbacks import RunSummary
-from lit_sft.data import InstructionDataModule
-from lit_sft.module import InstructionModule
-from lit_sft.weights import export_hf, load_weights, resolve_weights
+from lit_sft.checkpoints import export_hf, load_weights, resolve_weights
+from lit_sft.data.sft import InstructionDataModule
+from lit_sft.training.callbacks import RunSummary
+from lit_sft.training.sft import InstructionModule
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 def build_module(cfg: DictConfig) -> InstructionModule:
     """The LightningModule, with pretrained or given weights loaded if the config asks for them."""
-    model_config = {**OmegaConf.to_container(cfg.model.arch), "tie_weights": cfg.model.tie_weights}
+    model_config = OmegaConf.to_container(cfg.model.arch, resolve=True)
     module = instantiate(cfg.module, model_config=model_config, _convert_="all")
     weights = resolve_weights(
         cfg.model.weights,

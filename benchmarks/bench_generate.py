@@ -23,12 +23,12 @@ import tiktoken
 import torch
 import yaml
 
-from lit_sft.data import load_entries, split_entries
+from lit_sft.checkpoints import export_hf
+from lit_sft.data.entries import load_entries, split_entries
+from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.generation import generate
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
-from lit_sft.synthetic import synthetic_entries
-from lit_sft.weights import export_hf
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK_DATA = REPO.parent / "shared" / "data" / "instruction-data.json"

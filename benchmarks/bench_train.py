@@ -33,13 +33,13 @@ import lightning as L
 import torch
 from torch import Tensor
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout that is not pip-installed
-    sys.path.insert(0, str(REPO))
+from lit_sft.checkpoints import load_weights
+from lit_sft.data.sft import InstructionDataModule
+from lit_sft.tokenizer import IGNORE_INDEX
+from lit_sft.training.losses import sft_step
+from lit_sft.training.sft import InstructionModule
 
-from lit_sft.data import IGNORE_INDEX, InstructionDataModule  # noqa: E402
-from lit_sft.module import InstructionModule, backward_token_mean  # noqa: E402
-from lit_sft.weights import load_weights  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared"
 LOSS_TOLERANCE = 1e-3
@@ -169,27 +169,28 @@ def endless(loader: Iterable[Any]) -> Iterator[Any]:
         yield from loader
 
 
+# One optimizer step on a batch; it calls its second argument right before `optimizer.step()`.
+StepFn = Callable[[Any, Callable[[], None]], Tensor]
+
+
 def time_steps(
     run: Run,
     batches: Iterator[Any],
     tensors: Callable[[Any], tuple[Tensor, Tensor]],
-    loss_and_grad: Callable[[Any], Tensor],
-    optimizer: torch.optim.Optimizer,
+    step: StepFn,
     steps: int,
 ) -> None:
-    """The training loop both sides share: next batch, zero_grad, loss and backward, step."""
+    """The loop both sides share: next batch, then the side's own whole training step."""
     for _ in range(steps):
         start = time.perf_counter()
         batch = next(batches)
         loaded = time.perf_counter()
-        optimizer.zero_grad()
-        loss = loss_and_grad(batch)
-        stepping = time.perf_counter()
-        optimizer.step()
+        stepping = [loaded]
+        loss = step(batch, lambda marks=stepping: marks.append(time.perf_counter()))
         end = time.perf_counter()
         run.step_s.append(end - start)
         run.data_s.append(loaded - start)
-        run.optimizer_s.append(end - stepping)
+        run.optimizer_s.append(end - stepping[-1])
         run.losses.append(float(loss))
         run.record_batch(*tensors(batch))
         print(
@@ -213,19 +214,13 @@ def measured(run: Run, body: Callable[[], None]) -> dict[str, Any]:
     return asdict(run)
 
 
-def profile_step(
-    batches: Iterator[Any],
-    loss_and_grad: Callable[[Any], Tensor],
-    optimizer: torch.optim.Optimizer,
-) -> str:
+def profile_step(batches: Iterator[Any], step: StepFn) -> str:
     """The top operators of one more training step (data loading left out) by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
     batch = next(batches)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        optimizer.zero_grad()
-        loss_and_grad(batch)
-        optimizer.step()
+        step(batch, lambda: None)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
@@ -265,9 +260,13 @@ def book_side(spec: Spec) -> dict[str, Any]:
     model = bc.load_hf_safetensors(GPTModel(spec.config), spec.weights).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
 
-    def loss_and_grad(batch: tuple[Tensor, Tensor]) -> Tensor:
+    def step(batch: tuple[Tensor, Tensor], mark: Callable[[], None]) -> Tensor:
+        # The body of the book's train_model_simple.
+        optimizer.zero_grad()
         loss = calc_loss_batch(*batch, model, "cpu")
         loss.backward()
+        mark()
+        optimizer.step()
         return loss.detach()
 
     torch.manual_seed(123)  # the book reseeds before its epoch loop (the shuffle order)
@@ -275,10 +274,10 @@ def book_side(spec: Spec) -> dict[str, Any]:
     run = Run("book", peak_rss_mib=vm_hwm_mib())
     result = measured(
         run,
-        lambda: time_steps(run, batches, lambda b: b, loss_and_grad, optimizer, spec.steps),
+        lambda: time_steps(run, batches, lambda b: b, step, spec.steps),
     )
     if spec.profile:
-        result["profile"] = profile_step(batches, loss_and_grad, optimizer)
+        result["profile"] = profile_step(batches, step)
     return result
 
 
@@ -308,10 +307,18 @@ def lit_side(spec: Spec) -> dict[str, Any]:
     # scheduler it comes with is constant by default, so it can be left out.
     optimizer = module.configure_optimizers()["optimizer"]
 
-    def loss_and_grad(batch: dict[str, Tensor]) -> Tensor:
+    def step(batch: dict[str, Tensor], mark: Callable[[], None]) -> Tensor:
+        # The step function InstructionModule.training_step calls, with its arguments.
         tokens = (batch["targets"] != IGNORE_INDEX).sum().float().clamp(min=1)
-        micro = module.hparams.micro_batch_size
-        return backward_token_mean(module.model, batch, micro, 1 / tokens) / tokens
+        loss_sum = sft_step(
+            module.model,
+            optimizer,
+            batch,
+            scale=1 / tokens,
+            micro_batch_size=module.hparams.micro_batch_size,
+            before_step=mark,
+        )
+        return loss_sum / tokens
 
     run = Run("lit_sft", peak_rss_mib=vm_hwm_mib())
     result = measured(
@@ -320,13 +327,12 @@ def lit_side(spec: Spec) -> dict[str, Any]:
             run,
             batches,
             lambda b: (b["input_ids"], b["targets"]),
-            loss_and_grad,
-            optimizer,
+            step,
             spec.steps,
         ),
     )
     if spec.profile:
-        result["profile"] = profile_step(batches, loss_and_grad, optimizer)
+        result["profile"] = profile_step(batches, step)
     return result
 
 

@@ -8,8 +8,7 @@ import torch
 from torch import Tensor
 
 from lit_sft.model import GPT, KVCache
-
-END_OF_TEXT = 50256
+from lit_sft.tokenizer import END_OF_TEXT
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

@@ -6,17 +6,17 @@ import argparse
 import csv
 import json
 import math
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing import event_accumulator
+
+from lit_sft.run_dir import RunDir, find_run_dirs, natural_key, read_json
 
 FINISHED = "finished"
 FAILED = "failed"
@@ -64,43 +64,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _natural_key(name: str) -> list[int | str]:
-    # Hydra numbers jobs 0, 1, ..., 10: order "10_..." after "9_...", not after "1_...".
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def find_run_dirs(sweep_dir: Path) -> list[Path]:
-    """Run folders (those holding `.hydra/`) directly under `sweep_dir`, or `sweep_dir` itself."""
-    if (sweep_dir / ".hydra").is_dir():
-        return [sweep_dir]
-    runs = [p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()] if sweep_dir.is_dir() else []
-    return sorted(runs, key=lambda p: _natural_key(p.name))
-
-
-def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
-    """Map the `key=value` strings of `.hydra/overrides.yaml` to a dict, dropping `+`/`++`."""
-    pairs = (line.lstrip("+").partition("=") for line in lines)
-    return {key: value for key, _, value in pairs}
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def load_run(run_dir: Path) -> RunRecord:
+def load_run(run: RunDir) -> RunRecord:
     """Read one run folder; a missing `summary.json` means the run never got to the end."""
-    overrides = parse_overrides(
-        yaml.safe_load((run_dir / ".hydra/overrides.yaml").read_text()) or []
-    )
+    overrides = run.read_overrides()
     try:
-        summary = _read_json(run_dir / "summary.json")
+        summary = read_json(run.summary)
     except json.JSONDecodeError as err:
-        return RunRecord(run_dir, overrides, FAILED, error=f"unreadable summary.json: {err}")
+        return RunRecord(run.path, overrides, FAILED, error=f"unreadable summary.json: {err}")
     if summary is None:
-        return RunRecord(run_dir, overrides, UNFINISHED)
+        return RunRecord(run.path, overrides, UNFINISHED)
     status = summary.get("status", FINISHED)
-    eval_summary = _read_json(run_dir / "eval" / "eval-summary.json")
-    return RunRecord(run_dir, overrides, status, summary, eval_summary, summary.get("error"))
+    eval_summary = run.read_eval_summary()
+    return RunRecord(run.path, overrides, status, summary, eval_summary, summary.get("error"))
 
 
 def collect_runs(sweep_dir: Path) -> list[RunRecord]:
@@ -242,7 +217,7 @@ def read_scalar(run_dir: Path, tag: str = "val/loss") -> list[tuple[int, float]]
     points: dict[int, float] = {}
     # Event file names start with the creation time, so name order is write order.
     files = sorted(
-        (run_dir / "tb").rglob("events.out.tfevents.*"), key=lambda p: _natural_key(p.name)
+        RunDir(run_dir).tb.rglob("events.out.tfevents.*"), key=lambda p: natural_key(p.name)
     )
     for file in files:
         acc = event_accumulator.EventAccumulator(str(file), size_guidance={"scalars": 0})

@@ -8,10 +8,11 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config
 from lit_sft.model import GPTConfig
+from lit_sft.run_dir import RunDir
+from tests.helpers.config import REPO, compose_config
 
-MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))  # not base/
 
 
 def test_every_model_size_is_there() -> None:
@@ -26,7 +27,7 @@ def test_every_model_prompt_mask_combination_composes(tmp_path: Path, model, pro
         [f"model={model}", f"prompt={prompt}", f"data.mask_instructions={mask}"], tmp_path
     )
     OmegaConf.resolve(cfg)
-    arch = GPTConfig(**cfg.model.arch, tie_weights=cfg.model.tie_weights)
+    arch = GPTConfig(**cfg.model.arch)
     assert cfg.data.prompt_style == prompt
     assert cfg.data.mask_instructions is (mask == "true")
     assert cfg.data.allowed_max_length == arch.context_length
@@ -56,6 +57,41 @@ def test_sizes_are_gpt2s(tmp_path: Path, model: str, shape) -> None:
     arch = compose_config([f"model={model}"], tmp_path).model.arch
     assert (arch.emb_dim, arch.n_layers, arch.n_heads) == shape
     assert (arch.context_length, arch.vocab_size) == (1024, 50257)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_model_tie_weights_reaches_the_architecture(tmp_path: Path, tie: bool) -> None:
+    cfg = compose_config([f"model.tie_weights={str(tie).lower()}"], tmp_path)
+    assert GPTConfig(**OmegaConf.to_container(cfg.model.arch, resolve=True)).tie_weights is tie
+
+
+def test_method_sft_is_the_default_module_and_module_default_still_names_it(
+    tmp_path: Path,
+) -> None:
+    default = compose_config([], tmp_path)
+    assert default.module._target_ == "lit_sft.training.sft.InstructionModule"
+    for spelling in (["method=sft"], ["module=default"], ["module=default", "module.lr=1e-4"]):
+        cfg = compose_config(spelling, tmp_path)
+        expected = (
+            {**default.module, "lr": 1e-4} if "module.lr=1e-4" in spelling else default.module
+        )
+        assert cfg.module == expected, spelling
+
+
+def test_run_folder_paths_in_the_config_are_the_run_dirs(tmp_path: Path) -> None:
+    cfg = compose_config([], tmp_path / "run")
+    OmegaConf.resolve(cfg)
+    run = RunDir(cfg.run_dir)
+    for callback in ("checkpoint", "resume_checkpoint"):
+        assert Path(cfg.callbacks[callback].dirpath) == run.checkpoints
+    assert Path(cfg.logger.save_dir) / cfg.logger.name == run.tb
+
+
+def test_evaluate_config_shares_the_hub_block(tmp_path: Path) -> None:
+    train_cfg = compose_config([], tmp_path)
+    eval_cfg = compose_config([], tmp_path, config_name="evaluate")
+    assert train_cfg.hub == eval_cfg.hub
+    assert "base_url" in train_cfg.hub
 
 
 def test_unknown_choice_lists_the_valid_ones(tmp_path: Path) -> None:

@@ -18,13 +18,13 @@ from lit_sft.report import (
     RunRecord,
     check_metric,
     collect_runs,
-    find_run_dirs,
     main,
     rank_runs,
     read_scalar,
     swept_keys,
     val_loss_curves,
 )
+from lit_sft.run_dir import find_run_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -194,7 +194,8 @@ def test_run_folders_in_job_order(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
     for name in ["10_b", "9_a", "1_c"]:
         (tmp_path / name / ".hydra").mkdir()
-    assert [p.name for p in find_run_dirs(tmp_path)] == ["1_c", "9_a", "10_b"]
+        (tmp_path / name / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    assert [r.path.name for r in find_run_dirs(tmp_path)] == ["1_c", "9_a", "10_b"]
 
 
 def test_table_ranks_finished_runs_by_val_loss_then_lists_the_rest(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_RUN
 from lit_sft.report import collect_runs, main, swept_keys
+from tests.helpers.config import REPO, TINY_RUN
 
 
 @pytest.mark.slow

@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import scalars
 
-from conftest import REPO, TINY_RUN
+from tests.helpers.config import REPO, TINY_RUN, scalars
 
 RUN = [
     *TINY_RUN,

@@ -7,17 +7,15 @@ import pytest
 import tiktoken
 import torch
 
-from lit_sft.data import (
-    END_OF_TEXT,
-    IGNORE_INDEX,
+from lit_sft.data.entries import load_entries, split_entries
+from lit_sft.data.sft import (
     EncodedEntry,
     InstructionDataModule,
     collate_instructions,
     encode_entry,
-    load_entries,
-    split_entries,
 )
 from lit_sft.prompts import prompt_style
+from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX
 
 ENTRIES = [
     {

@@ -1,79 +1,18 @@
-"""The LightningModule: token-weighted cross-entropy, AdamW, micro-batching, validation metrics."""
+"""The SFT LightningModule: token-weighted cross-entropy, AdamW, micro-batches, val metrics."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
-from lit_sft.data import IGNORE_INDEX
-from lit_sft.generation import generate
 from lit_sft.model import GPT, GPTConfig
-
-Batch = dict[str, Tensor]
-
-
-def token_losses(model: GPT, input_ids: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Cross-entropy of every non-ignored target (N,), and where those targets are (B, T)."""
-    hidden = model.hidden_states(input_ids)
-    keep = targets != IGNORE_INDEX
-    # The output head is the single largest matrix product; run it on the counted positions only.
-    logits = model.out_head(hidden[keep])
-    return F.cross_entropy(logits.float(), targets[keep], reduction="none"), keep
-
-
-def micro_batches(batch: Batch, size: int | None) -> list[Batch]:
-    """`batch` cut into chunks of `size` rows, each without its all-padding trailing columns."""
-    rows = batch["input_ids"].shape[0]
-    size = size or rows
-    chunks = []
-    for start in range(0, rows, size):
-        chunk = {key: value[start : start + size] for key, value in batch.items()}
-        counted = (chunk["targets"] != IGNORE_INDEX).any(dim=0).nonzero()
-        # Later columns hold only padding, which no earlier position attends to (causal).
-        width = int(counted.max()) + 1 if len(counted) else 1
-        chunk["input_ids"], chunk["targets"] = (
-            chunk["input_ids"][:, :width],
-            chunk["targets"][:, :width],
-        )
-        chunks.append(chunk)
-    return chunks
-
-
-def backward_token_mean(
-    model: GPT,
-    batch: Batch,
-    micro_batch_size: int | None,
-    scale: Tensor | float,
-    backward: Callable[[Tensor], None] = Tensor.backward,
-) -> Tensor:
-    """Accumulates the gradient of `scale` x the summed token losses, one micro-batch at a time.
-
-    With `scale` = 1 / (target tokens of the whole batch) every token weighs the same whatever
-    micro-batch it lands in; averaging per-micro-batch means would over-weight short batches.
-    Returns the (detached) summed loss.
-    """
-    loss_sum = torch.zeros((), device=batch["input_ids"].device)
-    for chunk in micro_batches(batch, micro_batch_size):
-        losses, _ = token_losses(model, chunk["input_ids"], chunk["targets"])
-        backward(losses.sum() * scale)
-        loss_sum += losses.detach().sum()
-    return loss_sum
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """LR multiplier: linear warmup to 1, then cosine decay to `min_lr_ratio` at `total_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+from lit_sft.tokenizer import IGNORE_INDEX
+from lit_sft.training.losses import Batch, sft_step, token_losses
+from lit_sft.training.schedules import check_schedule, warmup_cosine
 
 
 class InstructionModule(L.LightningModule):
@@ -91,12 +30,10 @@ class InstructionModule(L.LightningModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
         compile: bool = False,
-        sample_max_new_tokens: int = 64,
     ) -> None:
         """`micro_batch_size` splits each batch for gradient accumulation (None: whole batch)."""
         super().__init__()
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"unknown lr_schedule {lr_schedule!r}; valid: constant, cosine")
+        check_schedule(lr_schedule)
         self.save_hyperparameters()
         # Optimisation is manual so gradient accumulation can weight every target token equally.
         self.automatic_optimization = False
@@ -140,14 +77,16 @@ class InstructionModule(L.LightningModule):
         # DDP averages gradients over ranks, so scaling by world_size / global tokens makes the
         # result the mean over every target token of the global batch.
         scale = self.trainer.world_size / global_tokens.clamp(min=1)
-        optimizer.zero_grad()
-        loss_sum = backward_token_mean(
-            self.model, batch, self.hparams.micro_batch_size, scale, self.manual_backward
+        loss_sum = sft_step(
+            self.model,
+            optimizer,
+            batch,
+            scale=scale,
+            micro_batch_size=self.hparams.micro_batch_size,
+            backward=self.manual_backward,
+            before_step=self._clip_gradients,
+            take_step=bool(global_tokens > 0),
         )
-        if global_tokens > 0:
-            if self.hparams.grad_clip:
-                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip)
-            optimizer.step()
         scheduler.step()
         loss = strategy.reduce(loss_sum, reduce_op="sum") / global_tokens.clamp(min=1)
         self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
@@ -175,27 +114,10 @@ class InstructionModule(L.LightningModule):
         # Token-weighted over every batch validated, not a mean of per-batch means.
         self.log("val/loss", loss / tokens.clamp(min=1), prog_bar=True)
         self.log("val/response_loss", response_loss / response_tokens.clamp(min=1))
-        if not self.trainer.sanity_checking:
-            self._log_sample_answer()
 
-    def _log_sample_answer(self) -> None:
-        datamodule = self.trainer.datamodule
-        if not isinstance(self.logger, TensorBoardLogger) or datamodule is None:
-            return
-        if self.global_rank != 0 or not datamodule.encoded.get("val"):
-            return
-        entry, encoded = datamodule.splits["val"][0], datamodule.encoded["val"][0]
-        prompt = encoded.tokens[: encoded.prompt_length]
-        answer = generate(self.model, [prompt], max_new_tokens=self.hparams.sample_max_new_tokens)[
-            0
-        ]
-        text = datamodule.tokenizer.decode(answer)
-        self.logger.experiment.add_text(
-            "val/sample_answer",
-            f"**Prompt:** {datamodule.style.prompt(entry)}\n\n**Answer:** {text}\n\n"
-            f"**Reference:** {entry['output']}",
-            self.global_step,
-        )
+    def _clip_gradients(self) -> None:
+        if self.hparams.grad_clip:
+            self.clip_gradients(self.optimizers(), gradient_clip_val=self.hparams.grad_clip)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen

@@ -17,22 +17,17 @@ import tiktoken
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-import lit_sft.evaluation as evaluation
-from conftest import REPO, TINY_RUN, compose_config
 from evaluate import evaluate
-from lit_sft.data import split_entries
-from lit_sft.evaluation import (
-    RESPONSES_FILE,
-    SCORES_FILE,
-    SUMMARY_FILE,
-    exact_match_scores,
-    read_responses,
-    summarize,
-)
-from lit_sft.judge import Judge, JudgeUnavailable
+from lit_sft.data.entries import split_entries
+from lit_sft.data.synthetic import synthetic_entries
+from lit_sft.evaluation import answers as answering
+from lit_sft.evaluation.answers import read_responses
+from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
+from lit_sft.evaluation.scoring import exact_match_scores, summarize
 from lit_sft.report import read_scalar
-from lit_sft.synthetic import synthetic_entries
-from tests.fake_llm_server import FakeLLMServer, Reply
+from lit_sft.run_dir import RunDir
+from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.helpers.llm_server import FakeLLMServer, Reply
 from train import train
 
 SYNTHETIC_SIZE = int(
@@ -79,13 +74,13 @@ def read_json(path: Path) -> object:
 def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
     run = copy_run(tiny_run, tmp_path / "run")
     summary = evaluate(eval_config(f"run_dir={run}", "scorer=exact_match", *QUICK))
-    responses = read_json(run / "eval" / RESPONSES_FILE)
+    responses = read_json(RunDir(run).answers)
     expected = synthetic_test_split()
     assert [{k: r[k] for k in ("instruction", "input", "output")} for r in responses] == expected
     assert all(isinstance(r["model_response"], str) for r in responses)
     hits = sum(r["model_response"].strip() == r["output"].strip() for r in responses)
     run_summary = read_json(run / "summary.json")
-    assert summary == read_json(run / "eval" / SUMMARY_FILE)
+    assert summary == read_json(RunDir(run).eval_summary)
     assert summary["metric"] == "exact_match"
     n = len(expected)
     assert (summary["entries"], summary["scored"], summary["failures"]) == (n, n, 0)
@@ -113,7 +108,7 @@ def test_exact_match_counts_the_right_answers(
             answered += 1
         return answers
 
-    monkeypatch.setattr(evaluation, "generate", every_other_answer_right)
+    monkeypatch.setattr(answering, "generate", every_other_answer_right)
     summary = evaluate(eval_config(f"run_dir={run}", "scorer=exact_match", "limit=8", *QUICK))
     assert (summary["entries"], summary["scored"], summary["mean"]) == (8, 8, 50.0)
     assert summary["std"] == pytest.approx(math.sqrt(8 * 50**2 / 7))
@@ -127,7 +122,7 @@ def test_an_interrupted_evaluation_resumes(
     run = copy_run(tiny_run, tmp_path / "run")
     args = ["scorer=exact_match", "limit=12", *QUICK]  # three batches of 4
     cfg = eval_config(f"run_dir={run}", *args)
-    real_generate = evaluation.generate
+    real_generate = answering.generate
     answered: list[int] = []
 
     def generate_then_stop(model, prompts, **kwargs):
@@ -136,35 +131,35 @@ def test_an_interrupted_evaluation_resumes(
         answered.append(len(prompts))
         return real_generate(model, prompts, **kwargs)
 
-    monkeypatch.setattr(evaluation, "generate", generate_then_stop)
+    monkeypatch.setattr(answering, "generate", generate_then_stop)
     with pytest.raises(KeyboardInterrupt):
         evaluate(cfg)
-    assert len(read_json(run / "eval" / RESPONSES_FILE)) == 4
-    assert not (run / "eval" / SUMMARY_FILE).exists()
+    assert len(read_json(RunDir(run).answers)) == 4
+    assert not RunDir(run).eval_summary.exists()
 
     def counting_generate(model, prompts, **kwargs):
         answered.append(len(prompts))
         return real_generate(model, prompts, **kwargs)
 
-    monkeypatch.setattr(evaluation, "generate", counting_generate)
+    monkeypatch.setattr(answering, "generate", counting_generate)
     assert evaluate(cfg)["entries"] == 12
     assert answered == [4, 4, 4]  # the first batch once, before the stop; the other two after
-    resumed = read_json(run / "eval" / RESPONSES_FILE)
+    resumed = read_json(RunDir(run).answers)
     assert evaluate(cfg)["entries"] == 12 and answered == [4, 4, 4]  # nothing left to answer
 
-    monkeypatch.setattr(evaluation, "generate", real_generate)
+    monkeypatch.setattr(answering, "generate", real_generate)
     uninterrupted = copy_run(tiny_run, tmp_path / "again")
     evaluate(eval_config(f"run_dir={uninterrupted}", *args))
-    assert read_json(uninterrupted / "eval" / RESPONSES_FILE) == resumed
+    assert read_json(RunDir(uninterrupted).answers) == resumed
 
 
 def test_weights_without_a_run_and_the_checkpoint_fallback(tiny_run: Path, tmp_path: Path) -> None:
     args = ["scorer=exact_match", "limit=4", *QUICK]
     evaluate(eval_config(f"run_dir={copy_run(tiny_run, tmp_path / 'run')}", *args))
-    reference = read_json(tmp_path / "run" / "eval" / RESPONSES_FILE)
+    reference = read_json(RunDir(tmp_path / "run").answers)
     from_ckpt = copy_run(tiny_run, tmp_path / "ckpt", weights="checkpoints/last.ckpt")
     evaluate(eval_config(f"run_dir={from_ckpt}", *args))
-    assert read_json(from_ckpt / "eval" / RESPONSES_FILE) == reference
+    assert read_json(RunDir(from_ckpt).answers) == reference
     # The same model and data overrides as the run, given on the command line instead.
     same_as_run = [o for o in TINY_RUN if o.startswith(("model", "data"))]
     bare = eval_config(
@@ -175,7 +170,7 @@ def test_weights_without_a_run_and_the_checkpoint_fallback(tiny_run: Path, tmp_p
         *args,
     )
     summary = evaluate(bare)
-    assert read_json(tmp_path / "bare" / "eval" / RESPONSES_FILE) == reference
+    assert read_json(RunDir(tmp_path / "bare").answers) == reference
     assert summary["entries"] == 4 and summary["val_loss"] is None
 
 
@@ -213,7 +208,7 @@ def test_end_to_end_with_a_fake_ollama_judge(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    summary = read_json(run / "eval" / SUMMARY_FILE)
+    summary = read_json(RunDir(run).eval_summary)
     assert summary["metric"] == "judge"
     assert (summary["entries"], summary["scored"], summary["failures"]) == (5, 4, 1)
     assert summary["mean"] == pytest.approx((90 + 70 + 40 + 85) / 4)  # 85: the server's default
@@ -224,7 +219,7 @@ def test_end_to_end_with_a_fake_ollama_judge(
     ).read_text()
     chats = judge_server.chats
     assert len(chats) == 5
-    first = read_json(run / "eval" / RESPONSES_FILE)[0]
+    first = read_json(RunDir(run).answers)[0]
     prompt = chats[0].body["messages"][0]["content"]
     assert first["instruction"] in prompt and first["model_response"] in prompt
     assert "### Instruction:" in prompt and chats[0].body["model"] == "llama3"
@@ -233,7 +228,7 @@ def test_end_to_end_with_a_fake_ollama_judge(
     summary = evaluate(eval_config(*args))
     assert (summary["scored"], summary["failures"]) == (5, 0)
     assert len(judge_server.chats) == 6
-    assert len((run / "eval" / SCORES_FILE).read_text().splitlines()) == 6
+    assert len(RunDir(run).scores.read_text().splitlines()) == 6
 
 
 def test_an_unreachable_judge_stops_early_and_keeps_the_answers(
@@ -246,8 +241,8 @@ def test_an_unreachable_judge_stops_early_and_keeps_the_answers(
     cfg = eval_config(f"run_dir={run}", f"judge.url=http://127.0.0.1:{port}", "limit=3", *QUICK)
     with pytest.raises(JudgeUnavailable, match="cannot reach the ollama judge"):
         evaluate(cfg)
-    assert len(read_json(run / "eval" / RESPONSES_FILE)) == 3
-    assert not (run / "eval" / SUMMARY_FILE).exists()
+    assert len(read_json(RunDir(run).answers)) == 3
+    assert not RunDir(run).eval_summary.exists()
 
 
 def test_summary_counts_failures_and_gives_a_normal_interval() -> None:
@@ -277,7 +272,7 @@ def test_exact_match_compares_stripped_answers() -> None:
 
 
 def test_answers_from_another_split_are_not_resumed(tmp_path: Path) -> None:
-    path = tmp_path / RESPONSES_FILE
+    path = tmp_path / "answers.json"
     entries = synthetic_test_split()
     path.write_text(json.dumps([{**entries[1], "model_response": "x"}]))
     with pytest.raises(ValueError, match="does not match"):
@@ -292,8 +287,8 @@ def test_answers_from_another_split_are_not_resumed(tmp_path: Path) -> None:
 @pytest.mark.parametrize("preset", ["ollama", "openai"])
 def test_judge_config_maps_onto_judge(preset: str) -> None:
     cfg = eval_config(f"judge={preset}")
-    judge = Judge(**OmegaConf.to_container(cfg.judge, resolve=True))
-    assert judge.api == preset
+    judge = Judge(JudgeSettings(**OmegaConf.to_container(cfg.judge, resolve=True)))
+    assert judge.settings.api == judge.api.name == preset
     defaults = eval_config()
     assert (defaults.scorer, defaults.batch_size, defaults.max_new_tokens) == ("judge", 8, 256)
     assert (defaults.judge.url, defaults.judge.model) == ("http://localhost:11434", "llama3")

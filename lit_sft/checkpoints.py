@@ -1,37 +1,22 @@
-"""GPT-2 weights: download from the Hugging Face Hub, load into `GPT`, export for `transformers`."""
+"""GPT-2 weights in and out: which file to load, loading it into `GPT`, exporting for transformers.
+
+Loads Hugging Face GPT-2 checkpoints (`.safetensors`, `.bin`, a folder), lit_sft state dicts and
+lit_sft's Lightning checkpoints (`.ckpt`); exports the Hugging Face layout.
+"""
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import urljoin, urlparse
+from typing import Any
 
-import requests
 import torch
-import urllib3
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm import tqdm
 
-from lit_sft.files import cache_root
+from lit_sft.hub import DEFAULT_HUB_URL, WEIGHTS_FILENAME, download_hub_weights
 from lit_sft.model import GPT, GPTConfig
-
-DEFAULT_HUB_URL = "https://huggingface.co"
-WEIGHTS_FILENAME = "model.safetensors"
-LOCAL_FILE_HINT = "pass a local file instead: model.weights=/path/to/model.safetensors"
-
-_TIMEOUT_S = (10, 60)  # (connect, read between two chunks)
-_CHUNK_BYTES = 1 << 20
-_MAX_RELATIVE_REDIRECTS = 5
-_REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+from lit_sft.tokenizer import END_OF_TEXT
 
 # Hugging Face name (after any `transformer.` prefix) -> (lit_sft name, stored as Conv1D).
 # GPT-2's original code used a Conv1D layer that keeps its weight as [in, out] and computes
@@ -66,176 +51,6 @@ class WeightsDownloadError(RuntimeError):
     """A weights file could not be downloaded, or what arrived failed verification."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Download
-
-
-def hub_file_url(
-    repo: str, filename: str = WEIGHTS_FILENAME, base_url: str = DEFAULT_HUB_URL
-) -> str:
-    """URL of `filename` on the main branch of the Hub repository `repo`."""
-    return f"{base_url.rstrip('/')}/{repo}/resolve/main/{filename}"
-
-
-def default_cache_dir() -> Path:
-    """The `hub/` folder of lit_sft's cache (see `lit_sft.files.cache_root`)."""
-    return cache_root() / "hub"
-
-
-def download_hub_weights(
-    repo: str,
-    *,
-    cache_dir: str | Path | None = None,
-    base_url: str = DEFAULT_HUB_URL,
-    progress: bool = True,
-) -> Path:
-    """Path of `repo`'s model.safetensors in the cache, downloaded and verified if not there."""
-    if not _REPO_ID.fullmatch(repo) or ".." in repo:
-        raise ValueError(f"not a Hub repository id: {repo!r} (expected e.g. openai-community/gpt2)")
-    target = Path(cache_dir or default_cache_dir()).expanduser() / repo / WEIGHTS_FILENAME
-    # Only verified files are ever renamed into place, so one that exists needs no request;
-    # checked before taking the lock so that a read-only, pre-filled cache works.
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.with_name(target.name + ".lock")):
-        if target.is_file():  # another process finished it while we waited
-            return target
-        url = hub_file_url(repo, WEIGHTS_FILENAME, base_url)
-        part = target.with_name(target.name + ".part")
-        try:
-            with requests.Session() as session:
-                size, sha256 = _remote_file_info(session, url)
-                size = _fetch_to_part(session, url, part, size, progress=progress, desc=repo)
-        except requests.RequestException as exc:
-            raise _download_error(url, part, exc) from exc
-        _verify_or_delete(part, url, size, sha256)
-        os.replace(part, target)
-    return target
-
-
-@contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    # Parallel jobs of a sweep would otherwise append to the same .part file.
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _remote_file_info(session: requests.Session, url: str) -> tuple[int | None, str | None]:
-    """(size, sha256) the Hub announces for `url`; either is None where it says nothing."""
-    # The Hub answers a HEAD on an LFS file with a redirect to its CDN that carries the file's
-    # size and sha256 in X-Linked-Size / X-Linked-Etag, so redirects are not followed here,
-    # except relative ones (a renamed repository) that stay on the Hub.
-    headers = {"Accept-Encoding": "identity"}
-    response = session.head(url, headers=headers, allow_redirects=False, timeout=_TIMEOUT_S)
-    for _ in range(_MAX_RELATIVE_REDIRECTS):
-        location = response.headers.get("Location", "")
-        if not (response.is_redirect and location and not urlparse(location).netloc):
-            break
-        url = urljoin(url, location)
-        response = session.head(url, headers=headers, allow_redirects=False, timeout=_TIMEOUT_S)
-    response.raise_for_status()
-    size = response.headers.get("X-Linked-Size")
-    if size is None and not response.is_redirect:
-        size = response.headers.get("Content-Length")
-    etag = response.headers.get("X-Linked-Etag") or response.headers.get("ETag") or ""
-    etag = etag.removeprefix("W/").strip('"').lower()
-    # Non-LFS files carry a git sha1 as ETag; only a 64-digit hex is an LFS sha256.
-    sha256 = etag if _SHA256_HEX.fullmatch(etag) else None
-    return (int(size) if size is not None else None), sha256
-
-
-def _fetch_to_part(
-    session: requests.Session,
-    url: str,
-    part: Path,
-    size: int | None,
-    *,
-    progress: bool,
-    desc: str,
-) -> int | None:
-    """Appends the rest of `url` to `part`, resuming with a Range request; returns the size."""
-    start = part.stat().st_size if part.exists() else 0
-    if size is None or start > size:  # the .part cannot be, or is not, a prefix of this file
-        start = 0
-    elif start == size:
-        return size
-    headers = {"Accept-Encoding": "identity"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    with session.get(url, headers=headers, stream=True, timeout=_TIMEOUT_S) as response:
-        response.raise_for_status()
-        if start and response.status_code != 206:  # the server ignored Range: start over
-            start = 0
-        if size is None and "Content-Length" in response.headers:
-            size = int(response.headers["Content-Length"])
-        bar = tqdm(
-            total=size,
-            initial=start,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=desc,
-            disable=not progress,
-        )
-        with bar, open(part, "ab" if start else "wb") as out:
-            _copy_body(response, out, bar)
-    return size
-
-
-def _copy_body(response: requests.Response, out: BinaryIO, bar: tqdm) -> None:
-    """Streams the body of `response` into `out`, writing every byte that arrives."""
-    # The raw stream, undecoded: requests' iter_content drops a partly filled chunk when the
-    # connection breaks, and those bytes would then be fetched again. Accept-Encoding is
-    # identity, so raw bytes are the file; a server that compresses anyway fails verification.
-    try:
-        for chunk in response.raw.stream(_CHUNK_BYTES, decode_content=False):
-            out.write(chunk)
-            bar.update(len(chunk))
-    except urllib3.exceptions.HTTPError as exc:
-        raise requests.ConnectionError(exc, response=response) from exc
-
-
-def _download_error(url: str, part: Path, exc: requests.RequestException) -> WeightsDownloadError:
-    """An error for a failed request that says what happened and what to do next."""
-    if isinstance(exc, requests.HTTPError):
-        status = exc.response.status_code if exc.response is not None else "?"
-        return WeightsDownloadError(
-            f"{url} answered HTTP {status} (is model.hub_repo right?); "
-            f"to use a file you have, {LOCAL_FILE_HINT}"
-        )
-    message = f"could not download {url} ({type(exc).__name__}: {exc})"
-    kept = part.stat().st_size if part.exists() else 0
-    if kept:
-        message += f"; the {kept} bytes received are kept in {part} and the next run resumes"
-    return WeightsDownloadError(f"{message}. Without network access, {LOCAL_FILE_HINT}")
-
-
-def _verify_or_delete(part: Path, url: str, size: int | None, sha256: str | None) -> None:
-    """Checks `part` against the announced size and sha256; deletes it if either differs."""
-    actual_size = part.stat().st_size
-    problem = None
-    if size is not None and actual_size != size:
-        problem = f"{actual_size} bytes arrived, {size} announced"
-    elif sha256 is not None and (actual := _sha256_of(part)) != sha256:
-        problem = f"sha256 {actual} does not match the announced {sha256}"
-    if problem:
-        part.unlink()
-        raise WeightsDownloadError(f"download of {url} is corrupt ({problem}); deleted it")
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve_weights(
     weights: str | None,
     hub_repo: str | None,
@@ -257,14 +72,10 @@ def resolve_weights(
     if not path.exists():
         raise FileNotFoundError(
             f"weights file {path} does not exist (absolute: {path.absolute()}); "
-            "model.weights takes 'pretrained', null, or a .safetensors/.pt/.pth/.bin file "
+            "model.weights takes 'pretrained', null, a .safetensors/.ckpt/.pt/.pth/.bin file "
             "or a folder holding model.safetensors"
         )
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Load
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
@@ -276,13 +87,36 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         raise FileNotFoundError(f"no weights file at {path}")
     if path.suffix == ".safetensors":
         return load_file(path)
+    if path.suffix == ".ckpt":
+        return _lightning_checkpoint_model(path)
     if path.suffix in (".pt", ".pth", ".bin"):
         # weights_only refuses pickled code, so a downloaded .bin cannot run anything.
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not all(isinstance(t, Tensor) for t in state.values()):
             raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
         return dict(state)
-    raise ValueError(f"unsupported weights file {path}: expected .safetensors, .pt, .pth or .bin")
+    raise ValueError(
+        f"unsupported weights file {path}: expected .safetensors, .ckpt, .pt, .pth or .bin"
+    )
+
+
+def _lightning_checkpoint_model(path: Path) -> dict[str, Tensor]:
+    """The GPT weights inside a lit_sft Lightning checkpoint (its `model.` tensors)."""
+    # weights_only refuses pickled code; a Lightning checkpoint holds only tensors and plain data.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+    prefix = "model."
+    return {k.removeprefix(prefix): t for k, t in state.items() if k.startswith(prefix)}
+
+
+def load_model(model_config: dict[str, Any], weights: Path | None, device: str = "cpu") -> GPT:
+    """A GPT in eval mode on `device`, with `weights` loaded unless None (random init)."""
+    model = GPT(GPTConfig(**model_config))
+    if weights is not None:
+        load_weights(model, weights)
+    return model.to(device).eval()
 
 
 def load_weights(model: GPT, path: str | Path) -> None:
@@ -374,10 +208,6 @@ def _check_compatible(
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# Export
-
-
 def export_hf(model: GPT, out_dir: str | Path) -> None:
     """Writes model.safetensors and config.json that transformers.GPT2LMHeadModel loads."""
     out = Path(out_dir)
@@ -428,7 +258,6 @@ def _hf_config(model: GPT) -> dict[str, object]:
         # The key most Hub configs carry; transformers 5 reads it as `dtype`, 4.x as is.
         "torch_dtype": str(model.tok_emb.weight.dtype).removeprefix("torch."),
     }
-    end_of_text = 50256  # GPT-2's <|endoftext|>, only meaningful with its vocabulary
-    if config.vocab_size > end_of_text:
-        hf_config.update(bos_token_id=end_of_text, eos_token_id=end_of_text)
+    if config.vocab_size > END_OF_TEXT:  # GPT-2's <|endoftext|>, only with its vocabulary
+        hf_config.update(bos_token_id=END_OF_TEXT, eos_token_id=END_OF_TEXT)
     return hf_config

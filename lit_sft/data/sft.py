@@ -1,40 +1,32 @@
-"""Instruction data: loading, validation, splitting, encoding, the collate and the DataModule."""
+"""Instruction (SFT) data: encoding, the padding/masking collate, and the DataModule."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any
 
 import lightning as L
-import requests
-import tiktoken
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_sft import prompts
-from lit_sft.files import cache_root
+from lit_sft.data.entries import Entry, load_entries, split_entries
+from lit_sft.data.loaders import ResumableDataLoader
+from lit_sft.data.synthetic import synthetic_entries
+from lit_sft.hub import is_remote, local_copy
 from lit_sft.prompts import PromptStyle
-from lit_sft.synthetic import synthetic_entries
+from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX, Tokenizer
+from lit_sft.training.callbacks import SamplePrompt
 
 log = logging.getLogger(__name__)
 
-END_OF_TEXT = 50256
-IGNORE_INDEX = -100
 BOOK_DATA_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/"
     "instruction-data.json"
 )
-
-Entry = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -45,96 +37,10 @@ class EncodedEntry:
     prompt_length: int
 
 
-def download_once(url: str, cache_dir: str | Path | None = None, timeout_s: float = 60.0) -> Path:
-    """The local copy of `url`, downloaded on first use and written atomically."""
-    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "data"
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    target = folder / f"{digest}-{Path(url.split('?')[0]).name or 'data'}"
-    if target.exists():
-        return target
-    try:
-        response = requests.get(url, timeout=timeout_s)
-        response.raise_for_status()
-    except requests.RequestException as error:
-        raise RuntimeError(
-            f"could not download {url} ({error}); "
-            "pass a local file instead: data.path=/path/to/data.json"
-        ) from error
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".part") as tmp:
-        tmp.write(response.content)
-    os.replace(tmp.name, target)
-    return target
-
-
-def parse_entries(text: str, source: str) -> list:
-    """The entries of a JSON list or of JSON Lines text."""
-    if not text.strip():
-        raise ValueError(f"{source}: the file is empty")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    data.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(
-                        f"{source}: neither a JSON list nor JSON Lines (line {number}: {error.msg})"
-                    ) from None
-    if not isinstance(data, list):
-        raise ValueError(f"{source}: expected a list of entries, got a JSON {type(data).__name__}")
-    return data
-
-
-def validate_entries(entries: Sequence, source: str) -> list[Entry]:
-    """The entries with `input` defaulted to "", after checking each field of each entry."""
-    if not entries:
-        raise ValueError(f"{source}: no entries")
-    valid = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ValueError(f"{source}: entry {index} is a {type(entry).__name__}, not an object")
-        for field in ("instruction", "input", "output"):
-            if field not in entry:
-                if field == "input":
-                    continue
-                raise ValueError(f"{source}: entry {index} has no field {field!r}")
-            if not isinstance(entry[field], str):
-                raise ValueError(
-                    f"{source}: entry {index} field {field!r} must be a string, "
-                    f"got {type(entry[field]).__name__}"
-                )
-        valid.append({**entry, "input": entry.get("input", "")})
-    return valid
-
-
-def load_entries(path: str, cache_dir: str | Path | None = None) -> list[Entry]:
-    """The validated entries of a local JSON/JSONL file or of an http(s) URL."""
-    local = (
-        download_once(path, cache_dir) if path.startswith(("http://", "https://")) else Path(path)
-    )
-    if not local.is_file():
-        raise FileNotFoundError(f"dataset file {path} does not exist")
-    return validate_entries(parse_entries(local.read_text(encoding="utf-8"), path), path)
-
-
-def split_entries(
-    entries: Sequence[Entry], train_fraction: float = 0.85, test_fraction: float = 0.10
-) -> tuple[list[Entry], list[Entry], list[Entry]]:
-    """Train, test and validation entries, in file order (as the book splits them)."""
-    train_end = int(len(entries) * train_fraction)
-    test_end = train_end + int(len(entries) * test_fraction)
-    return list(entries[:train_end]), list(entries[train_end:test_end]), list(entries[test_end:])
-
-
-def encode_entry(entry: Entry, style: PromptStyle, tokenizer: tiktoken.Encoding) -> EncodedEntry:
+def encode_entry(entry: Entry, style: PromptStyle, tokenizer: Tokenizer) -> EncodedEntry:
     """Prompt and response encoded separately, so the prompt's length (and the mask) is exact."""
-    allowed = {"<|endoftext|>"}
-    prompt = tokenizer.encode(style.prompt(entry), allowed_special=allowed)
-    response = tokenizer.encode(entry["output"], allowed_special=allowed)
-    return EncodedEntry(prompt + response, len(prompt))
+    prompt = tokenizer.encode(style.prompt(entry))
+    return EncodedEntry(prompt + tokenizer.encode(entry["output"]), len(prompt))
 
 
 def collate_instructions(
@@ -170,50 +76,6 @@ def collate_instructions(
     }
 
 
-class ResumableDataLoader(DataLoader):
-    """A DataLoader that Lightning checkpoints mid-epoch, so a resumed run continues the same order.
-
-    Lightning saves `state_dict()` with each checkpoint and calls `load_state_dict()` before the
-    resumed run iterates; the next epoch then skips the batches already trained on, drawn from the
-    same shuffle.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._yielded = 0
-        self._epoch_start_rng: Tensor | None = None
-        self._resume_from: dict[str, Any] | None = None
-
-    def __iter__(self) -> Iterator[Any]:
-        skip = self._restore()
-        self._epoch_start_rng = self.generator.get_state() if self.generator is not None else None
-        self._yielded = skip
-        batches = super().__iter__()
-        for _ in range(skip):
-            next(batches)
-        for batch in batches:
-            self._yielded += 1
-            yield batch
-
-    def _restore(self) -> int:
-        """Rewinds the shuffle to where the checkpoint left it; returns the batches to skip."""
-        state, self._resume_from = self._resume_from, None
-        if state is None:
-            return 0
-        finished = state["yielded"] >= len(self)
-        rng = state["rng_now"] if finished else state["rng_epoch_start"]
-        if self.generator is not None and rng is not None:
-            self.generator.set_state(rng)
-        return 0 if finished else state["yielded"]
-
-    def state_dict(self) -> dict[str, Any]:
-        now = self.generator.get_state() if self.generator is not None else None
-        return {"yielded": self._yielded, "rng_epoch_start": self._epoch_start_rng, "rng_now": now}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resume_from = state
-
-
 class InstructionDataModule(L.LightningDataModule):
     """Loads, splits, encodes and batches an instruction dataset in one prompt style."""
 
@@ -245,15 +107,15 @@ class InstructionDataModule(L.LightningDataModule):
         self.seed = seed
         self.synthetic_size = synthetic_size
         self.cache_dir = cache_dir
-        self.tokenizer = tiktoken.get_encoding("gpt2")
+        self.tokenizer = Tokenizer()
         self.splits: dict[str, list[Entry]] = {}
         self.encoded: dict[str, list[EncodedEntry]] = {}
         self.truncated: dict[str, int] = {}
         self.response_cut: dict[str, int] = {}
 
     def prepare_data(self) -> None:
-        if self.path is not None and self.path.startswith(("http://", "https://")):
-            download_once(self.path, self.cache_dir)
+        if self.path is not None and is_remote(self.path):
+            local_copy(self.path, self.cache_dir)
 
     def entries(self) -> list[Entry]:
         """All entries of the dataset, before the split."""
@@ -285,6 +147,14 @@ class InstructionDataModule(L.LightningDataModule):
                 limit,
                 self.response_cut[split],
             )
+
+    def sample_prompt(self) -> SamplePrompt | None:
+        """The first validation entry's prompt, for a sample answer while training."""
+        if not self.encoded.get("val"):
+            return None
+        entry, encoded = self.splits["val"][0], self.encoded["val"][0]
+        prompt = encoded.tokens[: encoded.prompt_length]
+        return SamplePrompt(self.style.prompt(entry), prompt, entry["output"])
 
     def collate(self) -> partial:
         """The collate function with this DataModule's masking and truncation."""

@@ -9,7 +9,7 @@ import random
 import string
 from collections.abc import Callable
 
-Entry = dict[str, str]
+from lit_sft.data.entries import Entry
 
 
 def _letters(rng: random.Random) -> list[str]:

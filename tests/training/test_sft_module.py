@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 
-from lit_sft.module import warmup_cosine
+from lit_sft.training.schedules import warmup_cosine
 from train import train
 
 NORMS: list[float] = []
@@ -40,7 +40,7 @@ def test_clipping_and_schedule_reach_the_optimizer(tiny_config, clip, schedule) 
         f"module.grad_clip={'null' if clip is None else clip}",
         f"module.lr_schedule={schedule}",
         "module.warmup_steps=2",
-        "+callbacks.record._target_=test_module.RecordOptimizerStep",
+        "+callbacks.record._target_=test_sft_module.RecordOptimizerStep",
     )
     train(cfg)
     assert len(NORMS) == 6

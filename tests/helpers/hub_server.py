@@ -1,4 +1,4 @@
-"""A local stand-in for the Hugging Face Hub's file downloads, for offline tests."""
+"""A local stand-in for the Hugging Face Hub's file downloads and for plain web servers."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ class HubServer:
     def __init__(self) -> None:
         self.files: dict[str, HostedFile] = {}
         self.aliases: dict[str, str] = {}
+        self.static: dict[str, HostedFile] = {}
         self.requests: list[LoggedRequest] = []
         self.bytes_sent = 0
         self.plain = False
@@ -63,6 +64,10 @@ class HubServer:
     def add_file(self, repo: str, data: bytes, filename: str = "model.safetensors") -> None:
         """Hosts `data` as `filename` of `repo`."""
         self.files[f"/{repo}/resolve/main/{filename}"] = HostedFile(data)
+
+    def add_static(self, path: str, data: bytes) -> None:
+        """Hosts `data` at `path` as a plain web server would (a dataset URL)."""
+        self.static[path] = HostedFile(data)
 
     def add_alias(self, old_repo: str, repo: str) -> None:
         """Redirects requests for `old_repo` to `repo`."""
@@ -106,6 +111,9 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     location = new + self.path.removeprefix(old)
                     self._send_empty(307, {"Location": location})
                     return
+            if self.path in hub.static:
+                self._serve_bytes(hub.static[self.path], send_body)
+                return
             if self.path in hub.files:
                 self._resolve(hub.files[self.path], send_body)
                 return

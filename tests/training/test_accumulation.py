@@ -3,9 +3,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lit_sft.data import IGNORE_INDEX, EncodedEntry, collate_instructions
+from lit_sft.data.sft import EncodedEntry, collate_instructions
 from lit_sft.model import GPT, GPTConfig
-from lit_sft.module import backward_token_mean, micro_batches
+from lit_sft.tokenizer import IGNORE_INDEX
+from lit_sft.training.losses import backward_token_mean, micro_batches
 
 CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
 

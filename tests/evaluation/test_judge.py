@@ -9,16 +9,17 @@ from typing import Any
 
 import pytest
 
-from lit_sft.judge import (
+from lit_sft.evaluation.judge import (
     Judge,
     JudgeResult,
+    JudgeSettings,
     JudgeUnavailable,
-    judge_prompt,
     parse_score,
     read_scores,
     score_entries,
 )
-from tests.fake_llm_server import FakeLLMServer, Reply
+from lit_sft.evaluation.judge.client import judge_prompt
+from tests.helpers.llm_server import FakeLLMServer, Reply
 
 SECRET = "sk-test-do-not-leak-4242"
 
@@ -45,7 +46,7 @@ def sleeps() -> list[float]:
 
 def make_judge(server: FakeLLMServer, sleeps: list[float], **kwargs: Any) -> Judge:
     kwargs = {"timeout_s": 5.0, "max_attempts": 3, "backoff_s": 0.5} | kwargs
-    return Judge(url=server.url, sleep=sleeps.append, **kwargs)
+    return Judge(JudgeSettings(url=server.url, **kwargs), sleep=sleeps.append)
 
 
 def make_entries(n: int) -> list[dict[str, str]]:
@@ -97,7 +98,7 @@ def test_parse_score_rejects_out_of_range_and_missing_numbers(text: str) -> None
 
 def test_unknown_api_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="ollama, openai"):
-        Judge(api="anthropic")
+        Judge(JudgeSettings(api="anthropic"))
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -205,7 +206,7 @@ def test_a_failed_sample_fails_the_entry(server: FakeLLMServer, sleeps: list[flo
 
 @pytest.mark.parametrize("model", ["llama3", "llama3:latest"])
 def test_check_ready_matches_the_latest_tag(server: FakeLLMServer, model: str) -> None:
-    Judge(url=server.url, model=model).check_ready()
+    Judge(JudgeSettings(url=server.url, model=model)).check_ready()
     assert [r.path for r in server.requests] == ["/api/tags"]
 
 
@@ -213,7 +214,7 @@ def test_check_ready_matches_the_latest_tag(server: FakeLLMServer, model: str) -
 def test_check_ready_names_the_missing_model(server: FakeLLMServer, model: str) -> None:
     server.models = ["llama3:latest", "phi3:mini"]
     with pytest.raises(JudgeUnavailable) as info:
-        Judge(url=server.url, model=model).check_ready()
+        Judge(JudgeSettings(url=server.url, model=model)).check_ready()
     message = str(info.value)
     assert server.url in message
     assert "llama3:latest, phi3:mini" in message
@@ -226,7 +227,7 @@ def test_check_ready_unreachable_server() -> None:
     url = gone.url
     gone.stop()
     with pytest.raises(JudgeUnavailable) as info:
-        Judge(url=url, timeout_s=2.0).check_ready()
+        Judge(JudgeSettings(url=url, timeout_s=2.0)).check_ready()
     assert f"cannot reach the ollama judge server at {url}" in str(info.value)
     assert "ollama serve" in str(info.value)
 
@@ -274,7 +275,7 @@ def test_openai_check_ready_lists_served_models(
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server.models = ["a-model", "b-model"]
     with pytest.raises(JudgeUnavailable, match="'gpt-judge' is not .* a-model, b-model"):
-        Judge(url=server.url, api="openai", model="gpt-judge").check_ready()
+        Judge(JudgeSettings(url=server.url, api="openai", model="gpt-judge")).check_ready()
 
 
 def test_the_key_never_appears_in_errors(

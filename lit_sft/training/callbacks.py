@@ -1,18 +1,21 @@
-"""Callbacks that make a run folder self-describing: `summary.json` and TensorBoard hparams."""
+"""Callbacks that make a run folder self-describing: `summary.json`, hparams, sample answers."""
 
 from __future__ import annotations
 
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_sft.data import IGNORE_INDEX
 from lit_sft.files import write_json_atomic
+from lit_sft.generation import generate
+from lit_sft.run_dir import RunDir
+from lit_sft.tokenizer import IGNORE_INDEX, Tokenizer
 
 SUMMARY_METRICS = {
     "train_loss": "train/loss",
@@ -32,7 +35,7 @@ class RunSummary(L.Callback):
     """Measures training throughput and writes `summary.json` (and hparams) when the fit ends."""
 
     def __init__(self, run_dir: str | Path, hparams: dict[str, Any]) -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = RunDir(run_dir)
         self.hparams = hparams
         self.tokens = 0
         self.target_tokens = 0
@@ -88,7 +91,7 @@ class RunSummary(L.Callback):
         summary = self.result = self.summary(trainer, pl_module)
         if not trainer.is_global_zero:
             return
-        write_json_atomic(self.run_dir / "summary.json", summary)
+        write_json_atomic(self.run_dir.summary, summary)
         if isinstance(trainer.logger, TensorBoardLogger):
             final = {f"hparams/{key}": summary[key] for key in SUMMARY_METRICS if key in summary}
             trainer.logger.log_hyperparams(self.hparams, final)
@@ -99,7 +102,7 @@ class RunSummary(L.Callback):
         if trainer.is_global_zero:
             status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             write_json_atomic(
-                self.run_dir / "summary.json",
+                self.run_dir.summary,
                 {
                     "status": status,
                     **self.hparams,
@@ -107,3 +110,40 @@ class RunSummary(L.Callback):
                     "error": repr(error),
                 },
             )
+
+
+@dataclass(frozen=True)
+class SamplePrompt:
+    """A validation prompt to answer while training: its text, tokens and reference answer."""
+
+    text: str
+    tokens: list[int]
+    reference: str
+
+
+class HasSamplePrompt(Protocol):
+    def sample_prompt(self) -> SamplePrompt | None: ...
+
+
+class SampleAnswer(L.Callback):
+    """After each validation, answers the first validation prompt and logs it as text."""
+
+    def __init__(self, max_new_tokens: int = 64) -> None:
+        self.max_new_tokens = max_new_tokens
+        self.tokenizer = Tokenizer()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule: HasSamplePrompt | None = trainer.datamodule
+        add_text = getattr(getattr(trainer.logger, "experiment", None), "add_text", None)
+        if trainer.sanity_checking or not trainer.is_global_zero or add_text is None:
+            return
+        sample = datamodule.sample_prompt() if datamodule is not None else None
+        if sample is None:
+            return
+        answer = generate(pl_module.model, [sample.tokens], max_new_tokens=self.max_new_tokens)
+        add_text(
+            "val/sample_answer",
+            f"**Prompt:** {sample.text}\n\n**Answer:** {self.tokenizer.decode(answer[0])}\n\n"
+            f"**Reference:** {sample.reference}",
+            trainer.global_step,
+        )

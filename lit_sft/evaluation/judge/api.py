@@ -1,0 +1,82 @@
+"""What a judge server's API must provide: one adapter per API, behind one protocol."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """How to reach the judge and how to ask it; the fields of `conf/judge/*.yaml`."""
+
+    url: str = "http://localhost:11434"
+    model: str = "llama3"
+    api: str = "ollama"
+    timeout_s: float = 120.0
+    max_attempts: int = 4
+    backoff_s: float = 1.0
+    samples: int = 1
+    seed: int = 123
+    temperature: float = 0.0
+    num_ctx: int = 2048
+    stream: bool = True
+    # Only the variable's name is kept; the key is read at each request so that it never sits in
+    # an object, its repr, a config or a log.
+    api_key_env: str = "OPENAI_API_KEY"
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.samples < 1:
+            raise ValueError(
+                f"max_attempts ({self.max_attempts}) and samples ({self.samples}) must be >= 1"
+            )
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+
+
+class BadReply(ValueError):
+    """A reply that is not the shape the API promises (worth retrying)."""
+
+
+class ServerAPI(Protocol):
+    """A judge server's API: where to ask, what to send, how to read the answer."""
+
+    name: str
+    models_path: str  # lists the served models; answering it means the server is up
+    start_hint: str  # what to do when the server cannot be reached
+
+    def chat_request(
+        self, settings: JudgeSettings, prompt: str, seed: int
+    ) -> tuple[str, dict[str, Any]]:
+        """The path and JSON body that ask for one reply to `prompt`."""
+        ...
+
+    def reply_text(self, resp: requests.Response, stream: bool) -> str:
+        """The reply's text; KeyError/IndexError/TypeError/BadReply if it has another shape."""
+        ...
+
+    def served_models(self, body: Any) -> list[str]:
+        """The model names in the answer to `models_path`."""
+        ...
+
+    def model_matches(self, wanted: str, listed: str) -> bool:
+        """Whether the served model `listed` is the model `wanted`."""
+        ...
+
+    def missing_model_hint(self, model: str) -> str:
+        """What to do when the server does not serve `model`."""
+        ...
+
+    def api_key(self, settings: JudgeSettings) -> str | None:
+        """The key to send as a bearer token, if the API takes one."""
+        ...
+
+
+def json_lines(resp: requests.Response) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a newline-delimited streamed reply."""
+    for line in resp.iter_lines():
+        if line:
+            yield json.loads(line)

@@ -1,0 +1,195 @@
+"""The judge client: asks a judge LLM for a 0-100 score per answer, with retries and backoff."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import requests
+
+from lit_sft.evaluation.judge.api import BadReply, JudgeSettings, ServerAPI
+from lit_sft.evaluation.judge.ollama import OllamaAPI
+from lit_sft.evaluation.judge.openai import OpenAIAPI
+
+APIS: Mapping[str, ServerAPI] = {api.name: api for api in (OllamaAPI(), OpenAIAPI())}
+
+# The prompt may mention the scale ("On a scale from 0 to 100, I'd give 85"); drop such ranges so
+# the first number left is the score.
+_SCALE = re.compile(r"\b0\s*(?:-|–|to)\s*100\b", re.IGNORECASE)
+# A sign or decimal part is captured so "-3" and "8.5" are rejected instead of read as 3 and 8.
+_NUMBER = re.compile(r"(?<![\w.])-?[0-9]+(?:\.[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """The mean score of one entry (None on failure), the integer of each sample, and the error."""
+
+    score: float | None
+    samples: list[int]
+    error: str | None = None
+
+
+class JudgeUnavailable(RuntimeError):
+    """The judge server cannot be reached or does not serve the judge model."""
+
+
+class _HTTPStatus(Exception):
+    """A reply with an HTTP error status."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:300]}")
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        return self.status >= 500 or self.status in (408, 429)
+
+
+def judge_prompt(instruction: str, reference: str, response: str) -> str:
+    """The request sent to the judge for one entry."""
+    return (
+        "You are grading how well a model followed an instruction.\n\n"
+        f"Instruction and input:\n{instruction}\n\n"
+        f"Correct output:\n{reference}\n\n"
+        f"Model response:\n{response}\n\n"
+        "Rate the model response on a scale from 0 to 100, where 100 means it is as good as the "
+        "correct output. Reply with the integer only."
+    )
+
+
+def parse_score(text: str) -> int:
+    """The first integer in the judge's reply; ValueError if there is none or it is not in 0-100."""
+    match = _NUMBER.search(_SCALE.sub(" ", text))
+    if match is None:
+        raise ValueError(f"no score in judge reply {text!r}")
+    number = match.group()
+    if "." in number:
+        raise ValueError(f"score {number} is not an integer in judge reply {text!r}")
+    score = int(number)
+    if not 0 <= score <= 100:
+        raise ValueError(f"score {score} is outside 0-100 in judge reply {text!r}")
+    return score
+
+
+def server_api(name: str) -> ServerAPI:
+    """The adapter of the API called `name`."""
+    try:
+        return APIS[name]
+    except KeyError:
+        raise ValueError(f"unknown judge api {name!r}; choose one of {', '.join(APIS)}") from None
+
+
+class Judge:
+    """A judge LLM behind one of the server APIs in `APIS`."""
+
+    def __init__(
+        self, settings: JudgeSettings, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.settings = settings
+        self.api = server_api(settings.api)
+        self._sleep = sleep
+        self._session = requests.Session()
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (
+            f"Judge(url={s.url!r}, model={s.model!r}, api={s.api!r}, samples={s.samples}, "
+            f"api_key_env={s.api_key_env!r})"
+        )
+
+    def __enter__(self) -> Judge:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._session.close()
+
+    def check_ready(self) -> None:
+        """Raise JudgeUnavailable unless the server answers and serves the judge model."""
+        s = self.settings
+        try:
+            resp = self._session.get(
+                s.url + self.api.models_path, headers=self._headers(), timeout=s.timeout_s
+            )
+        except requests.RequestException as exc:
+            message = (
+                f"cannot reach the {s.api} judge server at {s.url} ({exc}); {self.api.start_hint}"
+            )
+            raise JudgeUnavailable(self._redact(message)) from None
+        if resp.status_code >= 400:
+            raise JudgeUnavailable(self._redact(self._status_message(resp)))
+        try:
+            names = self.api.served_models(resp.json())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise JudgeUnavailable(
+                f"the server at {s.url} does not answer like {s.api}: {resp.text[:300]!r}"
+            ) from exc
+        if not any(self.api.model_matches(s.model, name) for name in names):
+            served = ", ".join(names) if names else "no models"
+            raise JudgeUnavailable(
+                f"judge model {s.model!r} is not on the {s.api} server at {s.url} "
+                f"(it serves: {served}); {self.api.missing_model_hint(s.model)}"
+            )
+
+    def score(self, instruction: str, reference: str, response: str) -> JudgeResult:
+        """Score one response; failures come back as a result with score None and the error."""
+        prompt = judge_prompt(instruction, reference, response)
+        samples: list[int] = []
+        for i in range(self.settings.samples):
+            score, error = self._sample(prompt, self.settings.seed + i)
+            if score is None:
+                return JudgeResult(score=None, samples=samples, error=error)
+            samples.append(score)
+        return JudgeResult(score=sum(samples) / len(samples), samples=samples, error=None)
+
+    def _sample(self, prompt: str, seed: int) -> tuple[int | None, str | None]:
+        """One score with retries, or None and the last error once the attempts are spent."""
+        error, attempts = "", self.settings.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return parse_score(self._ask(prompt, seed)), None
+            except _HTTPStatus as exc:
+                error = f"attempt {attempt}/{attempts}: {exc}"
+                if not exc.transient:
+                    break
+            except (requests.RequestException, ValueError) as exc:
+                error = f"attempt {attempt}/{attempts}: {type(exc).__name__}: {exc}"
+            if attempt < attempts:
+                self._sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+        return None, self._redact(error)
+
+    def _ask(self, prompt: str, seed: int) -> str:
+        s = self.settings
+        path, body = self.api.chat_request(s, prompt, seed)
+        with self._session.post(
+            s.url + path, json=body, headers=self._headers(), timeout=s.timeout_s, stream=s.stream
+        ) as resp:
+            if resp.status_code >= 400:
+                raise _HTTPStatus(resp.status_code, resp.text)
+            try:
+                text = self.api.reply_text(resp, s.stream)
+            except (KeyError, IndexError, TypeError, AttributeError) as exc:
+                raise BadReply(f"unexpected reply shape ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(text, str):
+            raise BadReply(f"reply content is not text: {text!r}")
+        return text
+
+    def _headers(self) -> dict[str, str]:
+        key = self.api.api_key(self.settings)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _redact(self, text: str) -> str:
+        key = self.api.api_key(self.settings)
+        return text.replace(key, "***") if key else text
+
+    def _status_message(self, resp: requests.Response) -> str:
+        s = self.settings
+        message = f"the judge server at {s.url} answered {resp.status_code}: {resp.text[:300]}"
+        if resp.status_code in (401, 403):
+            return f"{message}; check the API key in the environment variable {s.api_key_env}"
+        return message

@@ -1,0 +1,82 @@
+"""The judge's scores on disk: a JSON line per entry, appended as it comes, read back on resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from lit_sft.evaluation.judge.client import Judge, JudgeResult
+
+
+def read_scores(scores_path: Path) -> dict[int, JudgeResult]:
+    """The results recorded in a scores file; later lines win and unreadable lines are skipped."""
+    results: dict[int, JudgeResult] = {}
+    if not scores_path.exists():
+        return results
+    for line in scores_path.read_text(encoding="utf-8").splitlines():
+        # A run killed mid-write leaves a partial line; that entry is simply scored again.
+        try:
+            record = json.loads(line)
+            result = JudgeResult(record["score"], list(record["samples"]), record["error"])
+            results[int(record["index"])] = result
+        except (ValueError, KeyError, TypeError):
+            continue
+    return results
+
+
+def _open_for_append(path: Path) -> IO[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ends_mid_line = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            ends_mid_line = f.read(1) != b"\n"
+    f = path.open("a", encoding="utf-8")
+    if ends_mid_line:
+        # Without this the next record would be glued onto the partial line and lost on resume.
+        f.write("\n")
+    return f
+
+
+def _append(f: IO[str], index: int, result: JudgeResult) -> None:
+    record = {"index": index} | asdict(result)
+    f.write(json.dumps(record) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def score_entries(
+    entries: list[dict[str, Any]], judge: Judge, scores_path: Path, *, progress: bool = True
+) -> dict[int, JudgeResult]:
+    """Score every entry not yet scored in `scores_path`, appending one JSON line per entry."""
+    results = read_scores(scores_path)
+    todo = [i for i in range(len(entries)) if i not in results or results[i].score is None]
+    if todo:
+        judge.check_ready()
+        failed = 0
+        with (
+            _open_for_append(scores_path) as f,
+            tqdm(
+                total=len(entries),
+                initial=len(entries) - len(todo),
+                desc="judging",
+                unit="entry",
+                disable=not progress,
+            ) as bar,
+        ):
+            for i in todo:
+                entry = entries[i]
+                result = judge.score(
+                    entry["instruction_text"], entry["output"], entry["model_response"]
+                )
+                _append(f, i, result)
+                results[i] = result
+                failed += result.score is None
+                bar.set_postfix(failed=failed)
+                bar.update()
+    return {i: results[i] for i in range(len(entries))}

@@ -1,0 +1,1 @@
+"""Training: one LightningModule per method, their losses, schedules, callbacks and strategies."""

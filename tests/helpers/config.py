@@ -1,0 +1,48 @@
+"""The project's real Hydra config, composed the way the entry points compose it, and tiny runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+BOOK_DATA = SHARED / "data" / "instruction-data.json"
+
+TINY_RUN = [
+    "model=gpt2-tiny",
+    # Narrower than gpt2-tiny: checkpoints and steps of the 50257-row embedding dominate test time.
+    "model.arch.emb_dim=32",
+    "model.arch.n_heads=2",
+    "model.arch.n_layers=2",
+    "data=synthetic",
+    "data.synthetic_size=200",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.sample_answer.max_new_tokens=4",
+]
+
+
+def compose_config(
+    overrides: list[str], run_dir: Path | None = None, config_name: str = "config"
+) -> DictConfig:
+    """The project's real config `config_name` with `overrides`, writing into `run_dir`."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.run_dir = str(run_dir)
+    return cfg
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar in a run's TensorBoard events."""
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
