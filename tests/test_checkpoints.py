@@ -183,6 +183,24 @@ def test_torch_files_are_loaded_without_unpickling_code(tmp_path: Path) -> None:
         load_state_dict_file(tmp_path / "not_tensors.pt")
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_lightning_checkpoint_gives_the_trained_model(tmp_path: Path, tie: bool) -> None:
+    trained = GPT(our_config(tie=tie)).eval()
+    randomize(trained, seed=3)
+    # What Lightning saves for InstructionModule: the GPT under `model.`, beside optimizer state.
+    state = {f"model.{name}": tensor for name, tensor in trained.state_dict().items()}
+    checkpoint = {"state_dict": state, "optimizer_states": [{}], "global_step": 7}
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    model = GPT(our_config(tie=tie)).eval()
+    load_weights(model, tmp_path / "last.ckpt")
+    ids = token_ids()
+    with torch.no_grad():
+        assert torch.equal(model(ids), trained(ids))
+    torch.save({"epoch": 1}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a Lightning checkpoint"):
+        load_state_dict_file(tmp_path / "other.ckpt")
+
+
 def test_bad_local_paths_fail_clearly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_state_dict_file(tmp_path)  # a folder without model.safetensors
