@@ -40,8 +40,9 @@ def build_module(cfg: DictConfig) -> InstructionModule:
     weights = resolve_weights(
         cfg.model.weights,
         cfg.model.hub_repo,
+        revision=cfg.model.revision,
         cache_dir=cfg.hub.cache_dir,
-        base_url=cfg.hub.base_url,
+        endpoint=cfg.hub.endpoint,
     )
     if weights is not None:
         load_weights(module.model, weights)
