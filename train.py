@@ -12,8 +12,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lit_sft.checkpoints import export_hf, load_weights, resolve_weights
+from lit_sft.checkpoints import load_weights, resolve_weights
 from lit_sft.data.sft import InstructionDataModule
+from lit_sft.export import export_for_serving
 from lit_sft.training.callbacks import RunSummary
 from lit_sft.training.sft import InstructionModule
 
@@ -66,7 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if cfg.export_weights and trainer.is_global_zero:
-        export_hf(module.model, run_dir)
+        export_for_serving(module.model, run_dir)
     return summary.result
 
 
