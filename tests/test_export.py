@@ -81,7 +81,7 @@ def test_command_exports_any_checkpoint_of_a_run(tmp_path: Path) -> None:
     arch = OmegaConf.to_container(cfg.model.arch, resolve=True)
     model = GPT(GPTConfig(**arch)).eval()
     randomize(model, 1)
-    best = lightning_checkpoint(model, run.checkpoints / "best-step=7.ckpt")
+    best = lightning_checkpoint(model, run.checkpoints / "best-step7.ckpt")
     ids = torch.tensor([Tokenizer().encode("Reverse the word: lamp")])
 
     for source in (best, run.path):  # a run without model.safetensors: its last.ckpt
