@@ -68,9 +68,8 @@ def resolve_weights(
                 "model.weights=pretrained needs model.hub_repo (e.g. openai-community/gpt2); "
                 "or set model.weights to a local file, or to null for a random init"
             )
-        hint = f"is model.hub_repo right? To use a file you have, {WEIGHTS_HINT}"
         file = HubFile(hub_repo, WEIGHTS_FILENAME, revision=revision)
-        return hub_download(file, hint=hint, cache_dir=cache_dir, endpoint=endpoint)
+        return hub_download(file, hint=WEIGHTS_HINT, cache_dir=cache_dir, endpoint=endpoint)
     path = Path(weights).expanduser()
     if not path.exists():
         raise FileNotFoundError(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from lit_sft.checkpoints import export_hf, load_model
@@ -100,8 +101,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--model", help="the model config of a file outside a run folder, e.g. gpt2-small"
     )
     args = parser.parse_args(argv)
-    run, weights = source_of(args.source)
-    model = load_model(model_config(run if args.model is None else None, args.model), weights)
+    try:
+        run, weights = source_of(args.source)
+        model = load_model(model_config(run if args.model is None else None, args.model), weights)
+    except (FileNotFoundError, ValueError, MissingConfigException) as error:  # the user's names
+        parser.exit(2, f"error: {error}\n")
     export_for_serving(model, args.out_dir)
     print(f"exported {weights} to {args.out_dir}", file=sys.stderr)
 

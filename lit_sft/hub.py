@@ -114,7 +114,10 @@ def hub_download(
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
         private = " (a private or gated repository needs HF_TOKEN)"
         reason = type(exc).__name__ + (private if isinstance(exc, RepositoryNotFoundError) else "")
-        raise DownloadError(f"{file} is not on the Hub: {reason}; {hint}") from exc
+        raise DownloadError(
+            f"{file} is not on the Hub: {reason}; check the repository, revision and file name, "
+            f"or {hint}"
+        ) from exc
     except (HfHubHTTPError, OSError) as exc:
         raise _unreachable(file, endpoint, hint, exc) from exc
     _verify_lfs_blob(path, file)

@@ -95,18 +95,24 @@ def test_command_exports_any_checkpoint_of_a_run(tmp_path: Path) -> None:
         assert AutoTokenizer.from_pretrained(out).model_max_length == arch["context_length"]
 
 
-def test_bare_file_needs_a_model_size(tmp_path: Path) -> None:
+def test_bare_file_needs_a_model_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = compose_config(["model=gpt2-tiny"])
     model = GPT(GPTConfig(**OmegaConf.to_container(cfg.model.arch, resolve=True))).eval()
     randomize(model, 2)
     file = tmp_path / "weights.pt"
     torch.save(model.state_dict(), file)
-    with pytest.raises(ValueError, match="pass --model gpt2-small"):
+    with pytest.raises(SystemExit) as stopped:
         main([str(file), str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: a weights file outside a run folder needs its size: pass --model gpt2-small "
+        "(or gpt2-medium, gpt2-large, gpt2-xl, gpt2-tiny)\n"
+    )
     main([str(file), str(tmp_path / "out"), "--model", "gpt2-tiny"])
     hf = GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
     ids = torch.tensor([[1, 2, 3, 50256]])
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, model(ids), rtol=0, atol=1e-4)
-    with pytest.raises(FileNotFoundError, match="not a run folder"):
+    with pytest.raises(SystemExit):
         main([str(tmp_path), str(tmp_path / "out2")])
+    assert "is not a run folder (it has no .hydra/config.yaml)" in capsys.readouterr().err

@@ -97,8 +97,7 @@ def test_offline_mode_uses_the_cache_and_fails_clearly_without_it(
     assert str(error.value) == (
         f"hf://{REPO}/model.safetensors is not in the Hugging Face cache "
         f"{tmp_path / 'empty-cache'} and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to "
-        "download it, or is model.hub_repo right? To use a file you have, pass a local file "
-        "instead: model.weights=/path/to/model.safetensors"
+        "download it, or pass a local file instead: model.weights=/path/to/model.safetensors"
     )
 
 
