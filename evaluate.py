@@ -55,7 +55,11 @@ def weights_path(cfg: DictConfig, source: DictConfig, is_run: bool) -> Path | No
     if weights is None:
         weights = str(RunDir(cfg.run_dir).trained_weights()) if is_run else source.model.weights
     return resolve_weights(
-        weights, source.model.hub_repo, cache_dir=cfg.hub.cache_dir, base_url=cfg.hub.base_url
+        weights,
+        source.model.hub_repo,
+        revision=source.model.get("revision"),  # runs written before it existed lack it
+        cache_dir=cfg.hub.cache_dir,
+        endpoint=cfg.hub.endpoint,
     )
 
 

@@ -12,8 +12,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lit_sft.checkpoints import export_hf, load_weights, resolve_weights
+from lit_sft.checkpoints import load_weights, resolve_weights
 from lit_sft.data.sft import InstructionDataModule
+from lit_sft.export import export_for_serving
 from lit_sft.training.callbacks import RunSummary
 from lit_sft.training.sft import InstructionModule
 
@@ -40,8 +41,9 @@ def build_module(cfg: DictConfig) -> InstructionModule:
     weights = resolve_weights(
         cfg.model.weights,
         cfg.model.hub_repo,
+        revision=cfg.model.revision,
         cache_dir=cfg.hub.cache_dir,
-        base_url=cfg.hub.base_url,
+        endpoint=cfg.hub.endpoint,
     )
     if weights is not None:
         load_weights(module.model, weights)
@@ -65,7 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if cfg.export_weights and trainer.is_global_zero:
-        export_hf(module.model, run_dir)
+        export_for_serving(module.model, run_dir)
     return summary.result
 
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lit_sft.hub import DEFAULT_HUB_URL, WEIGHTS_FILENAME, download_hub_weights
+from lit_sft.hub import WEIGHTS_FILENAME, WEIGHTS_HINT, HubFile, hub_download
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import END_OF_TEXT
 
@@ -47,18 +47,19 @@ _HF_BLOCK = {
 _HF_MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
 
 
-class WeightsDownloadError(RuntimeError):
-    """A weights file could not be downloaded, or what arrived failed verification."""
-
-
 def resolve_weights(
     weights: str | None,
     hub_repo: str | None,
     *,
+    revision: str | None = None,
     cache_dir: str | Path | None = None,
-    base_url: str = DEFAULT_HUB_URL,
+    endpoint: str | None = None,
 ) -> Path | None:
-    """Weights file to load: None (random init), the Hub download ("pretrained"), or a path."""
+    """Weights file to load: None (random init), the Hub download ("pretrained"), or a path.
+
+    "pretrained" is `hub_repo`'s model.safetensors at `revision` in the Hugging Face cache
+    (`cache_dir`, None: huggingface_hub's), from `endpoint` (None: $HF_ENDPOINT or the Hub).
+    """
     if weights is None:
         return None
     if weights == "pretrained":
@@ -67,7 +68,8 @@ def resolve_weights(
                 "model.weights=pretrained needs model.hub_repo (e.g. openai-community/gpt2); "
                 "or set model.weights to a local file, or to null for a random init"
             )
-        return download_hub_weights(hub_repo, cache_dir=cache_dir, base_url=base_url)
+        file = HubFile(hub_repo, WEIGHTS_FILENAME, revision=revision)
+        return hub_download(file, hint=WEIGHTS_HINT, cache_dir=cache_dir, endpoint=endpoint)
     path = Path(weights).expanduser()
     if not path.exists():
         raise FileNotFoundError(

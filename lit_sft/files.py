@@ -1,4 +1,4 @@
-"""Files: the cache of downloads (datasets in `data/`, Hub weights in `hub/`), atomic writes."""
+"""Files: the cache of dataset URLs (`data/`; Hub files go to the HF cache), atomic writes."""
 
 from __future__ import annotations
 

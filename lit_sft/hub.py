@@ -1,8 +1,11 @@
-"""The one downloader: Hub weights and dataset URLs, streamed, resumable, verified, cached.
+"""Downloads: Hub files through huggingface_hub, dataset URLs through a resumable downloader.
 
-Every download goes to a `.part` file beside its target (resumed with an HTTP Range request after
-a broken transfer), is checked against the size and sha256 the server announces, and is renamed
-into place only then; a lock keeps parallel jobs of a sweep from writing the same file.
+Hub files (pretrained weights, `hf://` datasets) live in the standard Hugging Face cache and follow
+its variables (`HF_HUB_CACHE`, `HF_HUB_OFFLINE`, `HF_ENDPOINT`, `HF_TOKEN`); huggingface_hub checks
+their size and locks parallel downloads, lit_sft checks an LFS file's sha256. A plain http(s) URL
+goes to a `.part` file beside its target (resumed with an HTTP Range request after a broken
+transfer) and is renamed into place once all the bytes the server announced have arrived; a lock
+keeps the jobs of a sweep from writing the same file.
 """
 
 from __future__ import annotations
@@ -10,80 +13,158 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urljoin, urlparse
 
 import requests
 import urllib3
 from filelock import FileLock
+from huggingface_hub import constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from tqdm import tqdm
 
 from lit_sft.files import cache_root
 
-DEFAULT_HUB_URL = "https://huggingface.co"
 WEIGHTS_FILENAME = "model.safetensors"
 WEIGHTS_HINT = "pass a local file instead: model.weights=/path/to/model.safetensors"
 DATA_HINT = "pass a local file instead: data.path=/path/to/data.json"
 
 _TIMEOUT_S = (10, 60)  # (connect, read between two chunks)
 _CHUNK_BYTES = 1 << 20
-_MAX_RELATIVE_REDIRECTS = 5
-_REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# hf://datasets/<owner>/<repo>[@<revision>]/<file>, the syntax of huggingface_hub's HfFileSystem.
+_HUB_PATH = re.compile(r"hf://datasets/(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[^/]+))?/(?P<file>.+)")
 
 
 class DownloadError(RuntimeError):
     """A file could not be downloaded, or what arrived failed verification."""
 
 
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hub repository at a revision (None: the default branch)."""
+
+    repo_id: str
+    filename: str
+    repo_type: str = "model"
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        at = f"@{self.revision}" if self.revision else ""
+        kind = "" if self.repo_type == "model" else f"{self.repo_type}s/"
+        return f"hf://{kind}{self.repo_id}{at}/{self.filename}"
+
+
 def is_remote(path: str) -> bool:
-    """Whether `path` is an http(s) URL rather than a local file."""
-    return path.startswith(("http://", "https://"))
+    """Whether `path` is an http(s) URL or an `hf://` Hub path rather than a local file."""
+    return path.startswith(("http://", "https://", "hf://"))
 
 
-def hub_file_url(
-    repo: str, filename: str = WEIGHTS_FILENAME, base_url: str = DEFAULT_HUB_URL
-) -> str:
-    """URL of `filename` on the main branch of the Hub repository `repo`."""
-    return f"{base_url.rstrip('/')}/{repo}/resolve/main/{filename}"
+def parse_hub_path(path: str) -> HubFile:
+    """The dataset file named by `hf://datasets/<owner>/<repo>[@<revision>]/<file>`."""
+    match = _HUB_PATH.fullmatch(path)
+    if match is None:
+        raise ValueError(
+            f"not a Hub dataset path: {path!r} "
+            "(expected hf://datasets/<owner>/<repo>/<file>, optionally <repo>@<revision>)"
+        )
+    return HubFile(match["repo"], match["file"], "dataset", match["rev"])
 
 
-def default_cache_dir() -> Path:
-    """The `hub/` folder of lit_sft's cache (see `lit_sft.files.cache_root`)."""
-    return cache_root() / "hub"
-
-
-def download_hub_weights(
-    repo: str,
-    *,
-    cache_dir: str | Path | None = None,
-    base_url: str = DEFAULT_HUB_URL,
-    progress: bool = True,
+def hub_download(
+    file: HubFile, *, hint: str, cache_dir: str | Path | None = None, endpoint: str | None = None
 ) -> Path:
-    """Path of `repo`'s model.safetensors in the cache, downloaded and verified if not there."""
-    if not _REPO_ID.fullmatch(repo) or ".." in repo:
-        raise ValueError(f"not a Hub repository id: {repo!r} (expected e.g. openai-community/gpt2)")
-    target = Path(cache_dir or default_cache_dir()).expanduser() / repo / WEIGHTS_FILENAME
-    url = hub_file_url(repo, WEIGHTS_FILENAME, base_url)
-    hint = f"is model.hub_repo right? To use a file you have, {WEIGHTS_HINT}"
-    return download(url, target, hint=hint, progress=progress, desc=repo)
+    """The cached copy of `file` in the Hugging Face cache, downloaded and verified if not there.
+
+    `cache_dir` None is huggingface_hub's (`$HF_HUB_CACHE`, `~/.cache/huggingface/hub`),
+    `endpoint` None is `$HF_ENDPOINT` or huggingface.co. `hint` says what to do instead when the
+    download fails.
+    """
+    kwargs = {
+        "repo_id": file.repo_id,
+        "filename": file.filename,
+        "repo_type": file.repo_type,
+        "revision": file.revision,
+        "cache_dir": cache_dir,
+        "endpoint": endpoint,
+    }
+    # A file in the cache is used without asking the Hub whether the branch moved: a sweep's runs
+    # then never wait on the network, and `model.revision` pins a commit for those who want one.
+    try:
+        return Path(hf_hub_download(**kwargs, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    if constants.is_offline_mode():
+        cache = cache_dir or constants.HF_HUB_CACHE
+        raise DownloadError(
+            f"{file} is not in the Hugging Face cache {cache} and HF_HUB_OFFLINE is set; "
+            f"unset HF_HUB_OFFLINE to download it, or {hint}"
+        )
+    try:
+        path = Path(hf_hub_download(**kwargs))
+    except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: no answer at all
+        raise _unreachable(file, endpoint, hint, exc) from exc
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        private = " (a private or gated repository needs HF_TOKEN)"
+        reason = type(exc).__name__ + (private if isinstance(exc, RepositoryNotFoundError) else "")
+        raise DownloadError(
+            f"{file} is not on the Hub: {reason}; check the repository, revision and file name, "
+            f"or {hint}"
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise _unreachable(file, endpoint, hint, exc) from exc
+    _verify_lfs_blob(path, file)
+    return path
 
 
-def local_copy(url: str, cache_dir: str | Path | None = None, *, progress: bool = True) -> Path:
-    """The cached copy of a dataset at `url`, downloaded on first use."""
+def _unreachable(file: HubFile, endpoint: str | None, hint: str, exc: Exception) -> DownloadError:
+    where = endpoint or constants.ENDPOINT
+    cause = exc.__cause__ or exc
+    return DownloadError(
+        f"could not download {file} from {where} ({type(cause).__name__}: {cause}). "
+        f"Without network access, {hint}"
+    )
+
+
+def _verify_lfs_blob(path: Path, file: HubFile) -> None:
+    """Checks a freshly downloaded LFS file against its sha256; deletes it if they differ."""
+    # huggingface_hub checks the size only. It names an LFS blob by the sha256 the Hub announced
+    # (X-Linked-Etag); other files are named by their git sha1, and copies (no symlinks) by
+    # nothing useful, so those are not checked.
+    blob = Path(os.path.realpath(path))
+    if not _SHA256_HEX.fullmatch(blob.name) or (actual := _sha256_of(blob)) == blob.name:
+        return
+    blob.unlink()
+    path.unlink(missing_ok=True)
+    raise DownloadError(
+        f"download of {file} is corrupt (sha256 {actual} does not match the Hub's {blob.name}); "
+        "deleted it, run again to download it again"
+    )
+
+
+def local_copy(path: str, cache_dir: str | Path | None = None, *, progress: bool = True) -> Path:
+    """The cached copy of a dataset at an http(s) URL or `hf://` path, downloaded on first use."""
+    if path.startswith("hf://"):
+        return hub_download(parse_hub_path(path), hint=DATA_HINT, cache_dir=cache_dir)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "data"
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    target = folder / f"{digest}-{Path(url.split('?')[0]).name or 'data'}"
-    return download(url, target, hint=DATA_HINT, progress=progress, desc=target.name)
+    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+    target = folder / f"{digest}-{Path(path.split('?')[0]).name or 'data'}"
+    return download(path, target, hint=DATA_HINT, progress=progress, desc=target.name)
 
 
 def download(url: str, target: Path, *, hint: str, progress: bool = True, desc: str = "") -> Path:
-    """`target`, downloaded from `url` and verified unless it is already there.
+    """`target`, downloaded from the http(s) `url` unless it is already there.
 
     `hint` tells the user what to do instead when the download fails.
     """
-    # Only verified files are ever renamed into place, so one that exists needs no request;
+    # Only complete files are ever renamed into place, so one that exists needs no request;
     # checked before taking the lock so that a read-only, pre-filled cache works.
     if target.is_file():
         return target
@@ -93,12 +174,9 @@ def download(url: str, target: Path, *, hint: str, progress: bool = True, desc: 
             return target
         part = target.with_name(target.name + ".part")
         try:
-            with requests.Session() as session:
-                size, sha256 = _remote_file_info(session, url)
-                size = _fetch_to_part(session, url, part, size, progress=progress, desc=desc)
+            _fetch_to_part(url, part, progress=progress, desc=desc)
         except requests.RequestException as exc:
             raise _download_error(url, part, exc, hint) from exc
-        _verify_or_delete(part, url, size, sha256)
         os.replace(part, target)
     return target
 
@@ -117,56 +195,22 @@ def _download_error(
     return DownloadError(f"{message}. Without network access, {hint}")
 
 
-def _remote_file_info(session: requests.Session, url: str) -> tuple[int | None, str | None]:
-    """(size, sha256) the Hub announces for `url`; either is None where it says nothing."""
-    # The Hub answers a HEAD on an LFS file with a redirect to its CDN that carries the file's
-    # size and sha256 in X-Linked-Size / X-Linked-Etag, so redirects are not followed here,
-    # except relative ones (a renamed repository) that stay on the Hub.
-    headers = {"Accept-Encoding": "identity"}
-    response = session.head(url, headers=headers, allow_redirects=False, timeout=_TIMEOUT_S)
-    for _ in range(_MAX_RELATIVE_REDIRECTS):
-        location = response.headers.get("Location", "")
-        if not (response.is_redirect and location and not urlparse(location).netloc):
-            break
-        url = urljoin(url, location)
-        response = session.head(url, headers=headers, allow_redirects=False, timeout=_TIMEOUT_S)
-    if response.status_code in (405, 501):  # a server without HEAD: the GET tells the size
-        return None, None
-    response.raise_for_status()
-    size = response.headers.get("X-Linked-Size")
-    if size is None and not response.is_redirect:
-        size = response.headers.get("Content-Length")
-    etag = response.headers.get("X-Linked-Etag") or response.headers.get("ETag") or ""
-    etag = etag.removeprefix("W/").strip('"').lower()
-    # Non-LFS files carry a git sha1 as ETag; only a 64-digit hex is an LFS sha256.
-    sha256 = etag if _SHA256_HEX.fullmatch(etag) else None
-    return (int(size) if size is not None else None), sha256
-
-
-def _fetch_to_part(
-    session: requests.Session,
-    url: str,
-    part: Path,
-    size: int | None,
-    *,
-    progress: bool,
-    desc: str,
-) -> int | None:
-    """Appends the rest of `url` to `part`, resuming with a Range request; returns the size."""
+def _fetch_to_part(url: str, part: Path, *, progress: bool, desc: str) -> None:
+    """Appends the rest of `url` to `part`, resuming with a Range request."""
     start = part.stat().st_size if part.exists() else 0
-    if size is None or start > size:  # the .part cannot be, or is not, a prefix of this file
-        start = 0
-    elif start == size:
-        return size
     headers = {"Accept-Encoding": "identity"}
     if start:
         headers["Range"] = f"bytes={start}-"
-    with session.get(url, headers=headers, stream=True, timeout=_TIMEOUT_S) as response:
+    with requests.get(url, headers=headers, stream=True, timeout=_TIMEOUT_S) as response:
+        if response.status_code == 416:  # the .part is not a prefix of this file: start over
+            part.unlink()
+            _fetch_to_part(url, part, progress=progress, desc=desc)
+            return
         response.raise_for_status()
-        if start and response.status_code != 206:  # the server ignored Range: start over
+        if response.status_code != 206:  # no Range asked, or the server ignored it
             start = 0
-        if size is None and "Content-Length" in response.headers:
-            size = int(response.headers["Content-Length"])
+        length = response.headers.get("Content-Length")
+        size = start + int(length) if length is not None else None
         bar = tqdm(
             total=size,
             initial=start,
@@ -178,33 +222,20 @@ def _fetch_to_part(
         )
         with bar, open(part, "ab" if start else "wb") as out:
             _copy_body(response, out, bar)
-    return size
 
 
 def _copy_body(response: requests.Response, out: BinaryIO, bar: tqdm) -> None:
     """Streams the body of `response` into `out`, writing every byte that arrives."""
     # The raw stream, undecoded: requests' iter_content drops a partly filled chunk when the
     # connection breaks, and those bytes would then be fetched again. Accept-Encoding is
-    # identity, so raw bytes are the file; a server that compresses anyway fails verification.
+    # identity, so raw bytes are the file. urllib3 raises when fewer bytes arrive than the
+    # Content-Length announced, so a short transfer stays a .part.
     try:
         for chunk in response.raw.stream(_CHUNK_BYTES, decode_content=False):
             out.write(chunk)
             bar.update(len(chunk))
     except urllib3.exceptions.HTTPError as exc:
         raise requests.ConnectionError(exc, response=response) from exc
-
-
-def _verify_or_delete(part: Path, url: str, size: int | None, sha256: str | None) -> None:
-    """Checks `part` against the announced size and sha256; deletes it if either differs."""
-    actual_size = part.stat().st_size
-    problem = None
-    if size is not None and actual_size != size:
-        problem = f"{actual_size} bytes arrived, {size} announced"
-    elif sha256 is not None and (actual := _sha256_of(part)) != sha256:
-        problem = f"sha256 {actual} does not match the announced {sha256}"
-    if problem:
-        part.unlink()
-        raise DownloadError(f"download of {url} is corrupt ({problem}); deleted it")
 
 
 def _sha256_of(path: Path) -> str:

@@ -6,7 +6,8 @@
 <run>/summary.json              training's final metrics and costs
 <run>/tb/                       TensorBoard events
 <run>/checkpoints/last.ckpt     the resumable checkpoint; best-step*.ckpt the best weights
-<run>/model.safetensors         exported weights (Hugging Face GPT-2 layout) + config.json
+<run>/model.safetensors         exported weights (Hugging Face GPT-2 layout) + config.json,
+                                generation_config.json and the tokenizer files (lit_sft.export)
 <run>/eval/                     evaluate's answers, scores and eval-summary.json
 ```
 """

@@ -5,10 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import tiktoken
+from tiktoken.load import read_file_cached
 
 END_OF_TEXT = 50256  # <|endoftext|>: GPT-2's only special token, its end and its padding
 IGNORE_INDEX = -100  # a target no loss counts (cross-entropy's default ignore_index)
 _SPECIAL = frozenset({"<|endoftext|>"})
+# OpenAI's GPT-2 vocabulary and merges, from which tiktoken builds its `gpt2` encoding (and which
+# it caches in $TIKTOKEN_CACHE_DIR under the sha1 of the URL): byte for byte the vocab.json and
+# merges.txt of Hugging Face's GPT-2 tokenizer.
+_GPT2_FILES = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+_GPT2_SHA256 = {
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+
+
+def gpt2_bpe_files() -> tuple[bytes, bytes]:
+    """GPT-2's encoder.json (token -> id) and vocab.bpe (merges), from tiktoken's cache."""
+    encoder, merges = (
+        read_file_cached(_GPT2_FILES + name, sha256) for name, sha256 in _GPT2_SHA256.items()
+    )
+    return encoder, merges
 
 
 class Tokenizer:

@@ -256,7 +256,7 @@ def test_resolve_weights(hub: HubServer, tmp_path: Path) -> None:
         resolve_weights(str(tmp_path / "nowhere.safetensors"), REPO)
     assert resolve_weights(str(tmp_path / "src.safetensors"), None) == tmp_path / "src.safetensors"
 
-    path = resolve_weights("pretrained", REPO, cache_dir=tmp_path / "cache", base_url=hub.url)
+    path = resolve_weights("pretrained", REPO, cache_dir=tmp_path / "cache", endpoint=hub.url)
     model = GPT(our_config()).eval()
     load_weights(model, path)
     ids = token_ids()

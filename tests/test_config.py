@@ -91,7 +91,7 @@ def test_evaluate_config_shares_the_hub_block(tmp_path: Path) -> None:
     train_cfg = compose_config([], tmp_path)
     eval_cfg = compose_config([], tmp_path, config_name="evaluate")
     assert train_cfg.hub == eval_cfg.hub
-    assert "base_url" in train_cfg.hub
+    assert set(train_cfg.hub) == {"endpoint", "cache_dir"}
 
 
 def test_unknown_choice_lists_the_valid_ones(tmp_path: Path) -> None:

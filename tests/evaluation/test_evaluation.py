@@ -291,4 +291,4 @@ def test_judge_config_maps_onto_judge(preset: str) -> None:
     assert judge.settings.api == judge.api.name == preset
     defaults = eval_config()
     assert (defaults.scorer, defaults.batch_size, defaults.max_new_tokens) == ("judge", 8, 256)
-    assert (defaults.judge.url, defaults.judge.model) == ("http://localhost:11434", "llama3")
+    assert (defaults.judge.url, defaults.judge.model) == (None, "llama3")  # None: OLLAMA_HOST

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from lit_sft.evaluation.judge import (
     read_scores,
     score_entries,
 )
-from lit_sft.evaluation.judge.client import judge_prompt
+from lit_sft.evaluation.judge.client import judge_prompt, retry_after_s
+from lit_sft.evaluation.judge.ollama import ollama_host_url
 from tests.helpers.llm_server import FakeLLMServer, Reply
 
 SECRET = "sk-test-do-not-leak-4242"
@@ -364,3 +367,139 @@ def test_score_entries_fails_fast_when_the_model_is_missing(
     with pytest.raises(JudgeUnavailable, match="ollama pull llama3"):
         score_entries(make_entries(2), make_judge(server, sleeps), tmp_path / "s.jsonl")
     assert server.chats == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers as their users configure them: environment, Retry-After, parallel requests
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("", "http://127.0.0.1:11434"),
+        ("0.0.0.0", "http://0.0.0.0:11434"),
+        ("gpu-box:8080", "http://gpu-box:8080"),
+        (":9999", "http://127.0.0.1:9999"),
+        ("https://ollama.example.com", "https://ollama.example.com:443"),
+        ("http://gpu-box:1234/ollama/", "http://gpu-box:1234/ollama"),
+    ],
+)
+def test_ollama_host_is_read_as_ollama_reads_it(host: str, url: str) -> None:
+    assert ollama_host_url(host) == url
+
+
+def test_server_defaults_come_from_the_environment(
+    server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert Judge(JudgeSettings()).settings.url == "http://127.0.0.1:11434"
+    assert Judge(JudgeSettings(api="openai")).settings.url == "http://localhost:8000"
+
+    monkeypatch.setenv("OLLAMA_HOST", server.url.removeprefix("http://"))  # host:port
+    Judge(JudgeSettings()).check_ready()
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")
+    assert Judge(JudgeSettings(url=server.url)).settings.url == server.url  # explicit wins
+
+    server.api_key, server.models = SECRET, ["gpt-judge"]
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")  # as OpenAI's clients take it
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    judge = Judge(JudgeSettings(api="openai", model="gpt-judge"))
+    judge.check_ready()
+    assert judge.score("i", "r", "a").score == 85.0
+    assert server.chats[-1].path == "/v1/chat/completions"
+    assert server.chats[-1].headers["Authorization"] == f"Bearer {SECRET}"
+
+
+def test_retry_after_is_honoured_and_capped(server: FakeLLMServer, sleeps: list[float]) -> None:
+    in_an_hour = format_datetime(datetime.now(timezone.utc) + timedelta(hours=1), usegmt=True)
+    server.reply_with(
+        Reply(status=429, headers={"Retry-After": "7"}),
+        Reply(status=503, headers={"Retry-After": in_an_hour}),
+        Reply(status=503, headers={"Retry-After": "soon"}),  # unreadable: the usual backoff
+        "42",
+    )
+    judge = make_judge(server, sleeps, max_attempts=4, backoff_s=0.5, max_retry_after_s=30.0)
+    assert judge.score("i", "r", "a") == JudgeResult(42.0, [42])
+    assert sleeps == [7.0, 30.0, 2.0]
+
+
+def test_retry_after_values() -> None:
+    now = datetime.now(timezone.utc)
+    assert retry_after_s("120") == 120.0
+    assert retry_after_s(format_datetime(now + timedelta(seconds=30), usegmt=True)) == (
+        pytest.approx(30.0, abs=2.0)
+    )
+    assert retry_after_s(format_datetime(now - timedelta(seconds=30), usegmt=True)) == 0.0
+    assert retry_after_s(None) is None and retry_after_s("later") is None
+
+
+def asked_index(body: dict[str, Any]) -> int:
+    """The index of the entry a chat asks about (its response is "resp <i>")."""
+    return int(body["messages"][0]["content"].split("Model response:\nresp ")[1].split("\n")[0])
+
+
+def score_of_prompt(body: dict[str, Any]) -> Reply:
+    """A score that depends on the entry asked about, whatever the arrival order."""
+    return Reply(text=str(asked_index(body) * 7 % 101), delay_s=0.02)
+
+
+def test_concurrent_scoring_gives_the_same_scores_in_entry_order(
+    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+) -> None:
+    server.reply_for = score_of_prompt
+    entries = make_entries(12)
+    expected = {i: JudgeResult(float(i * 7 % 101), [i * 7 % 101]) for i in range(12)}
+    one = score_entries(entries, make_judge(server, sleeps), tmp_path / "1.jsonl", progress=False)
+    assert one == expected and server.max_in_flight == 1
+
+    judge = make_judge(server, sleeps, concurrency=4)
+    four = score_entries(entries, judge, tmp_path / "4.jsonl", progress=False)
+    assert list(four.items()) == list(expected.items())
+    assert server.max_in_flight > 1
+    assert read_scores(tmp_path / "4.jsonl") == expected
+    assert sorted(line["index"] for line in scores_in_file(tmp_path / "4.jsonl")) == list(range(12))
+
+
+class CrashingJudge(Judge):
+    """A judge whose process 'dies' (an exception escapes) at its `crash_at`-th score."""
+
+    crash_at = 6
+
+    def score(self, instruction: str, reference: str, response: str) -> JudgeResult:
+        with self._sessions_lock:
+            self.calls = getattr(self, "calls", 0) + 1
+            crash = self.calls == self.crash_at
+        if crash:
+            raise KeyboardInterrupt
+        return super().score(instruction, reference, response)
+
+
+class RecordingJudge(Judge):
+    """A judge that remembers the responses it was asked to score."""
+
+    def score(self, instruction: str, reference: str, response: str) -> JudgeResult:
+        with self._sessions_lock:
+            self.responses = [*getattr(self, "responses", []), response]
+        return super().score(instruction, reference, response)
+
+
+def test_concurrent_scoring_stopped_midway_resumes_without_losing_or_redoing(
+    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+) -> None:
+    server.reply_for = score_of_prompt
+    entries, path = make_entries(12), tmp_path / "scores.jsonl"
+    settings = JudgeSettings(url=server.url, concurrency=4)
+    with pytest.raises(KeyboardInterrupt):
+        score_entries(entries, CrashingJudge(settings, sleep=sleeps.append), path, progress=False)
+    written = scores_in_file(path)
+    assert 0 < len(written) < 12
+    assert all(line["score"] == line["index"] * 7 % 101 for line in written)
+
+    # The stopped run's requests in flight may still reach the server (a killed process's would
+    # not), so the resumed run's own calls are counted.
+    resumed = RecordingJudge(settings, sleep=sleeps.append)
+    results = score_entries(entries, resumed, path, progress=False)
+    assert [r.score for r in results.values()] == [float(i * 7 % 101) for i in range(12)]
+    redone = sorted(int(response.removeprefix("resp ")) for response in resumed.responses)
+    assert redone == sorted(set(range(12)) - {line["index"] for line in written})

@@ -1,4 +1,7 @@
-"""A local stand-in for the Hugging Face Hub's file downloads and for plain web servers."""
+"""A local stand-in for the Hugging Face Hub (as huggingface_hub 2.x talks to it) and web servers.
+
+Point huggingface_hub at it with `endpoint=server.url` or `HF_ENDPOINT=<server.url>`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,9 @@ import hashlib
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from huggingface_hub import constants
 
 
 @dataclass
@@ -15,39 +21,59 @@ class LoggedRequest:
     method: str
     path: str
     range: str | None
+    authorization: str | None = None
 
 
 @dataclass
 class HostedFile:
-    """A file the server hosts, addressed by its sha256 on the fake CDN."""
+    """A file the server hosts; LFS files are served from `/cdn/{sha256}`, as the Hub does."""
 
     data: bytes
+    lfs: bool = True
     sha256: str = field(init=False)
+    git_sha1: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.git_sha1 = hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
+
+
+def commit_of(repo: str, revision: str) -> str:
+    """The (made-up, stable) commit hash a repository's revision points at."""
+    return hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+
+
+def set_hf_endpoint(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """What HF_ENDPOINT=url does, for a process that has imported huggingface_hub already."""
+    # huggingface_hub reads HF_ENDPOINT once, at import, into these two constants.
+    template = constants.HUGGINGFACE_CO_URL_TEMPLATE.replace(constants.ENDPOINT, url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
 
 
 class HubServer:
-    """Serves `/{repo}/resolve/main/{file}` the way the Hub serves LFS files, on 127.0.0.1.
+    """Serves `/[datasets/]{repo}/resolve/{revision}/{file}` as the Hub does, on 127.0.0.1.
 
-    A HEAD or GET there answers 302 to `/cdn/{sha256}` with X-Linked-Size, X-Linked-Etag and
-    ETag, as the Hub does; the CDN path serves the bytes and honours `Range: bytes=N-`.
-    `plain=True` makes it a static mirror instead: 200 with Content-Length and no Hub headers.
-    `add_alias` makes an old repository name answer 307 with a relative Location, as the Hub
-    does for renamed repositories (`gpt2` -> `openai-community/gpt2`).
-    Faults, for the next GETs of the CDN path: `cut_after` (one transfer stops after that many
+    A HEAD or GET of an LFS file answers 302 to `cdn_url/cdn/{sha256}` with X-Repo-Commit,
+    X-Linked-Size, X-Linked-Etag (its sha256) and ETag; a small (git) file answers 200 with its
+    git sha1 as ETag.
+    `{revision}` is a branch name the file was added under or that branch's commit hash. Unknown
+    repositories, revisions and files answer 404 with the X-Error-Code the Hub sends.
+    `token` set: Hub requests (not the CDN's, which get signed URLs) without
+    `Authorization: Bearer <token>` answer 401.
+    `add_static` serves plain URLs (no Hub headers), as a web server hosting a dataset would.
+    Faults, for the next GETs of file bytes: `cut_after` (one transfer stops after that many
     bytes), `corrupt` (a flipped byte), `truncate_to` (a complete transfer of a shorter file),
     `ignore_range` (whole file with 200, as servers without range support answer).
     """
 
     def __init__(self) -> None:
-        self.files: dict[str, HostedFile] = {}
-        self.aliases: dict[str, str] = {}
+        # "/{prefix}{repo}" -> revision -> filename -> file
+        self.repos: dict[str, dict[str, dict[str, HostedFile]]] = {}
         self.static: dict[str, HostedFile] = {}
         self.requests: list[LoggedRequest] = []
+        self.token: str | None = None
         self.bytes_sent = 0
-        self.plain = False
         self.cut_after: int | None = None
         self.corrupt = False
         self.truncate_to: int | None = None
@@ -61,17 +87,45 @@ class HubServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def add_file(self, repo: str, data: bytes, filename: str = "model.safetensors") -> None:
-        """Hosts `data` as `filename` of `repo`."""
-        self.files[f"/{repo}/resolve/main/{filename}"] = HostedFile(data)
+    @property
+    def cdn_url(self) -> str:
+        """The same server under another host name, as the Hub's CDN is another host."""
+        return self.url.replace("127.0.0.1", "localhost")
+
+    def add_file(
+        self,
+        repo: str,
+        data: bytes,
+        filename: str = "model.safetensors",
+        *,
+        revision: str = "main",
+        repo_type: str = "model",
+        lfs: bool = True,
+    ) -> None:
+        """Hosts `data` as `filename` of `repo` (a `repo_type` repository) at `revision`."""
+        prefix = "" if repo_type == "model" else f"{repo_type}s/"
+        revisions = self.repos.setdefault(f"/{prefix}{repo}", {})
+        revisions.setdefault(revision, {})[filename] = HostedFile(data, lfs)
 
     def add_static(self, path: str, data: bytes) -> None:
         """Hosts `data` at `path` as a plain web server would (a dataset URL)."""
         self.static[path] = HostedFile(data)
 
-    def add_alias(self, old_repo: str, repo: str) -> None:
-        """Redirects requests for `old_repo` to `repo`."""
-        self.aliases[f"/{old_repo}/"] = f"/{repo}/"
+    def lookup(self, path: str) -> tuple[int, str, HostedFile | str]:
+        """(status, commit, file or X-Error-Code) for a `/{repo}/resolve/{rev}/{file}` path."""
+        repo_path, sep, rest = path.partition("/resolve/")
+        revisions = self.repos.get(repo_path) if sep else None
+        if revisions is None:
+            return 404, "", "RepoNotFound"
+        revision, _, filename = rest.partition("/")
+        repo = repo_path.removeprefix("/datasets").lstrip("/")
+        by_commit = {commit_of(repo, r): r for r in revisions}
+        revision = by_commit.get(revision, revision)
+        if revision not in revisions:
+            return 404, "", "RevisionNotFound"
+        commit = commit_of(repo, revision)
+        hosted = revisions[revision].get(filename)
+        return (200, commit, hosted) if hosted else (404, commit, "EntryNotFound")
 
     def _serve(self) -> None:
         # A short poll interval so that `stop` returns quickly.
@@ -104,39 +158,50 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             self._answer(send_body=True)
 
         def _answer(self, send_body: bool) -> None:
+            auth = self.headers["Authorization"]
             with hub.lock:
-                hub.requests.append(LoggedRequest(self.command, self.path, self.headers["Range"]))
-            for old, new in hub.aliases.items():
-                if self.path.startswith(old):
-                    location = new + self.path.removeprefix(old)
-                    self._send_empty(307, {"Location": location})
-                    return
+                hub.requests.append(
+                    LoggedRequest(self.command, self.path, self.headers["Range"], auth)
+                )
             if self.path in hub.static:
                 self._serve_bytes(hub.static[self.path], send_body)
                 return
-            if self.path in hub.files:
-                self._resolve(hub.files[self.path], send_body)
-                return
-            by_sha = {f"/cdn/{f.sha256}": f for f in hub.files.values()}
+            by_sha = {
+                f"/cdn/{f.sha256}": f
+                for revisions in hub.repos.values()
+                for files in revisions.values()
+                for f in files.values()
+            }
             if self.path in by_sha:
                 self._serve_bytes(by_sha[self.path], send_body)
                 return
-            self._send_empty(404)
-
-        def _resolve(self, hosted: HostedFile, send_body: bool) -> None:
-            if hub.plain:
-                self._serve_bytes(hosted, send_body)
+            if hub.token is not None and auth != f"Bearer {hub.token}":
+                self._send_empty(401, {"X-Error-Code": "RepoNotFound"})
                 return
-            self.send_response(302)
-            self.send_header("Location", f"{hub.url}/cdn/{hosted.sha256}")
-            self.send_header("X-Repo-Commit", "0" * 40)
-            self.send_header("X-Linked-Size", str(len(hosted.data)))
-            self.send_header("X-Linked-Etag", f'"{hosted.sha256}"')
-            self.send_header("ETag", f'"{hosted.sha256}"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            status, commit, found = hub.lookup(self.path)
+            if isinstance(found, str):
+                headers = {"X-Error-Code": found}
+                if commit:
+                    headers["X-Repo-Commit"] = commit
+                self._send_empty(status, headers)
+            elif found.lfs:
+                self._send_empty(
+                    302,
+                    {
+                        "Location": f"{hub.cdn_url}/cdn/{found.sha256}",
+                        "X-Repo-Commit": commit,
+                        "X-Linked-Size": str(len(found.data)),
+                        "X-Linked-Etag": f'"{found.sha256}"',
+                        "ETag": f'"{found.sha256}"',
+                    },
+                )
+            else:
+                headers = {"X-Repo-Commit": commit, "ETag": f'"{found.git_sha1}"'}
+                self._serve_bytes(found, send_body, headers)
 
-        def _serve_bytes(self, hosted: HostedFile, send_body: bool) -> None:
+        def _serve_bytes(
+            self, hosted: HostedFile, send_body: bool, headers: dict[str, str] | None = None
+        ) -> None:
             data = _served_data(hub, hosted.data) if send_body else hosted.data
             start = 0
             if send_body and self.headers["Range"] and not hub.ignore_range:
@@ -147,6 +212,8 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data) - start))
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()

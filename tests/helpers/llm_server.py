@@ -6,6 +6,7 @@ import contextlib
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +24,7 @@ class Reply:
     raw: bytes | None = None  # send these bytes as the whole body instead of a well-formed reply
     cut_stream: bool = False  # end a streamed reply before its final chunk
     echo_headers: bool = False  # put the request headers in the body, as a careless server might
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers, e.g. Retry-After
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,17 @@ class FakeLLMServer:
     api_key: str | None = None  # when set, the OpenAI endpoints demand `Bearer <api_key>`
     default_reply: Reply = field(default_factory=Reply)
     stop_after_chats: int | None = None  # go away for good once this many chats are answered
+    # The reply to a chat body when none is queued (a reply that depends on the question).
+    reply_for: Callable[[Any], Reply] | None = None
     requests: list[Recorded] = field(default_factory=list)
+    max_in_flight: int = 0  # the most chats answered at once
 
     def __post_init__(self) -> None:
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._gone = threading.Event()
+        self._in_flight = 0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -92,6 +98,8 @@ class FakeLLMServer:
             reply = self.default_reply
             if request.path in CHAT_PATHS and self._queue:
                 reply = self._queue.popleft()
+            elif request.path in CHAT_PATHS and self.reply_for is not None:
+                reply = self.reply_for(request.body)
             n_chats = sum(r.path in CHAT_PATHS for r in self.requests)
             if self.stop_after_chats is not None and n_chats >= self.stop_after_chats:
                 # Refuse anything that arrives before the listening socket is closed.
@@ -129,9 +137,16 @@ class _Handler(BaseHTTPRequestHandler):
             return  # drop the connection without a word, like a server that has died
         path = self.path.split("?")[0]
         reply = fake._record(Recorded(self.command, path, dict(self.headers), body))
+        with fake._lock:
+            fake._in_flight += 1
+            fake.max_in_flight = max(fake.max_in_flight, fake._in_flight)
         # The client may have given up waiting (a timeout test) and closed the connection.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._answer(path, body, reply)
+        try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._answer(path, body, reply)
+        finally:
+            with fake._lock:
+                fake._in_flight -= 1
         if fake.gone:
             fake.stop()
 
@@ -153,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.status >= 400 or reply.echo_headers:
             error = dict(self.headers) if reply.echo_headers else reply.text
-            return self._send_json(reply.status, {"error": error})
+            return self._send_json(reply.status, {"error": error}, reply.headers)
         if reply.raw is not None:
             return self._send(200, "application/json", [reply.raw])
         if body.get("stream", path == "/api/chat"):
@@ -176,14 +191,22 @@ class _Handler(BaseHTTPRequestHandler):
             content_type = "text/event-stream"
         self._send(200, content_type, lines[:-1] if reply.cut_stream else lines)
 
-    def _send_json(self, status: int, obj: Any) -> None:
-        self._send(status, "application/json", [json.dumps(obj).encode()])
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, "application/json", [json.dumps(obj).encode()], headers)
 
-    def _send(self, status: int, content_type: str, parts: list[bytes]) -> None:
+    def _send(
+        self,
+        status: int,
+        content_type: str,
+        parts: list[bytes],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         # HTTP/1.0 without Content-Length: the body ends when the connection closes, which lets a
         # streamed reply go out chunk by chunk.
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         for part in parts:
             self.wfile.write(part)

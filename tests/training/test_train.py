@@ -48,3 +48,5 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tiny_config, tmp_path:
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "checkpoints").glob("best-step*.ckpt"))
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "config.json").is_file()
+    served = ("generation_config.json", "vocab.json", "merges.txt", "tokenizer_config.json")
+    assert all((run_dir / name).is_file() for name in served)  # tests/test_export.py: contents

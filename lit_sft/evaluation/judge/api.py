@@ -14,12 +14,19 @@ import requests
 class JudgeSettings:
     """How to reach the judge and how to ask it; the fields of `conf/judge/*.yaml`."""
 
-    url: str = "http://localhost:11434"
+    # None: from the environment the server's own clients read (OLLAMA_HOST, OPENAI_BASE_URL),
+    # else the server's usual local address.
+    url: str | None = None
     model: str = "llama3"
     api: str = "ollama"
     timeout_s: float = 120.0
     max_attempts: int = 4
     backoff_s: float = 1.0
+    # A 429/503 with Retry-After waits what the server asks, but never longer than this.
+    max_retry_after_s: float = 60.0
+    # Requests in flight at once, for servers that batch them (vLLM, llama.cpp, Ollama with
+    # OLLAMA_NUM_PARALLEL); the scores do not depend on it.
+    concurrency: int = 1
     samples: int = 1
     seed: int = 123
     temperature: float = 0.0
@@ -30,11 +37,11 @@ class JudgeSettings:
     api_key_env: str = "OPENAI_API_KEY"
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.samples < 1:
+        if min(self.max_attempts, self.samples, self.concurrency) < 1:
             raise ValueError(
-                f"max_attempts ({self.max_attempts}) and samples ({self.samples}) must be >= 1"
+                f"judge.max_attempts ({self.max_attempts}), judge.samples ({self.samples}) and "
+                f"judge.concurrency ({self.concurrency}) must be >= 1"
             )
-        object.__setattr__(self, "url", self.url.rstrip("/"))
 
 
 class BadReply(ValueError):
@@ -47,6 +54,10 @@ class ServerAPI(Protocol):
     name: str
     models_path: str  # lists the served models; answering it means the server is up
     start_hint: str  # what to do when the server cannot be reached
+
+    def base_url(self, url: str | None) -> str:
+        """The server's root URL, the one this API's paths follow: `url`, else the environment's."""
+        ...
 
     def chat_request(
         self, settings: JudgeSettings, prompt: str, seed: int

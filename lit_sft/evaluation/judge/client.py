@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import requests
 
@@ -38,13 +41,28 @@ class JudgeUnavailable(RuntimeError):
 class _HTTPStatus(Exception):
     """A reply with an HTTP error status."""
 
-    def __init__(self, status: int, body: str) -> None:
+    def __init__(self, status: int, body: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {body[:300]}")
         self.status = status
+        self.retry_after_s = retry_after_s
 
     @property
     def transient(self) -> bool:
         return self.status >= 500 or self.status in (408, 429)
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait (seconds or an HTTP date); None if unreadable."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def judge_prompt(instruction: str, reference: str, response: str) -> str:
@@ -87,10 +105,14 @@ class Judge:
     def __init__(
         self, settings: JudgeSettings, *, sleep: Callable[[float], None] = time.sleep
     ) -> None:
-        self.settings = settings
         self.api = server_api(settings.api)
+        self.settings = replace(settings, url=self.api.base_url(settings.url))
         self._sleep = sleep
-        self._session = requests.Session()
+        # One session per thread (`concurrency` > 1 scores from several): requests' sessions
+        # are not meant to be shared between threads.
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
 
     def __repr__(self) -> str:
         s = self.settings
@@ -107,7 +129,18 @@ class Judge:
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        self._session.close()
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+
+    @property
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     def check_ready(self) -> None:
         """Raise JudgeUnavailable unless the server answers and serves the judge model."""
@@ -149,18 +182,22 @@ class Judge:
 
     def _sample(self, prompt: str, seed: int) -> tuple[int | None, str | None]:
         """One score with retries, or None and the last error once the attempts are spent."""
-        error, attempts = "", self.settings.max_attempts
+        s = self.settings
+        error, attempts = "", s.max_attempts
         for attempt in range(1, attempts + 1):
+            wait = s.backoff_s * 2 ** (attempt - 1)
             try:
                 return parse_score(self._ask(prompt, seed)), None
             except _HTTPStatus as exc:
                 error = f"attempt {attempt}/{attempts}: {exc}"
                 if not exc.transient:
                     break
+                if exc.retry_after_s is not None:  # the server says when it will have room
+                    wait = min(exc.retry_after_s, s.max_retry_after_s)
             except (requests.RequestException, ValueError) as exc:
                 error = f"attempt {attempt}/{attempts}: {type(exc).__name__}: {exc}"
             if attempt < attempts:
-                self._sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+                self._sleep(wait)
         return None, self._redact(error)
 
     def _ask(self, prompt: str, seed: int) -> str:
@@ -170,7 +207,10 @@ class Judge:
             s.url + path, json=body, headers=self._headers(), timeout=s.timeout_s, stream=s.stream
         ) as resp:
             if resp.status_code >= 400:
-                raise _HTTPStatus(resp.status_code, resp.text)
+                wait = None
+                if resp.status_code in (429, 503):
+                    wait = retry_after_s(resp.headers.get("Retry-After"))
+                raise _HTTPStatus(resp.status_code, resp.text, wait)
             try:
                 text = self.api.reply_text(resp, s.stream)
             except (KeyError, IndexError, TypeError, AttributeError) as exc:

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import requests
 
 from lit_sft.evaluation.judge.api import BadReply, JudgeSettings, json_lines
+
+
+def ollama_host_url(host: str) -> str:
+    """The URL that an OLLAMA_HOST value means, read as Ollama reads it.
+
+    `host[:port]`, `:port`, `scheme://host[:port][/path]` or nothing; the port defaults to
+    11434 without a scheme, to the scheme's port with one.
+    """
+    scheme, has_scheme, rest = host.strip().partition("://")
+    if not has_scheme:
+        scheme, rest = "http", host.strip()
+    hostport, slash, path = rest.partition("/")
+    name, colon, port = hostport.rpartition(":")
+    if not colon:
+        name, port = hostport, ""
+    default_port = {"http": "80", "https": "443"}.get(scheme, "") if has_scheme else "11434"
+    url = f"{scheme}://{name or '127.0.0.1'}:{port or default_port}"
+    return f"{url}/{path}".rstrip("/") if slash else url
 
 
 class OllamaAPI:
@@ -15,6 +34,9 @@ class OllamaAPI:
     name = "ollama"
     models_path = "/api/tags"
     start_hint = "start it with `ollama serve`"
+
+    def base_url(self, url: str | None) -> str:
+        return ollama_host_url(url if url is not None else os.environ.get("OLLAMA_HOST", ""))
 
     def chat_request(
         self, settings: JudgeSettings, prompt: str, seed: int

@@ -17,6 +17,13 @@ class OpenAIAPI:
     name = "openai"
     models_path = "/v1/models"
     start_hint = "is it running?"
+    default_url = "http://localhost:8000"  # vLLM's
+
+    def base_url(self, url: str | None) -> str:
+        # OpenAI's clients take the base with /v1 (OPENAI_BASE_URL=https://api.openai.com/v1);
+        # this adapter's paths start with /v1, so either spelling works.
+        url = url or os.environ.get("OPENAI_BASE_URL") or self.default_url
+        return url.rstrip("/").removesuffix("/v1")
 
     def chat_request(
         self, settings: JudgeSettings, prompt: str, seed: int

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -50,10 +52,36 @@ def _append(f: IO[str], index: int, result: JudgeResult) -> None:
     os.fsync(f.fileno())
 
 
+def _scored(
+    entries: list[dict[str, Any]], todo: Sequence[int], judge: Judge
+) -> Iterator[tuple[int, JudgeResult]]:
+    """(index, result) of each entry in `todo` as it is scored, `concurrency` at a time."""
+
+    def score(i: int) -> tuple[int, JudgeResult]:
+        entry = entries[i]
+        return i, judge.score(entry["instruction_text"], entry["output"], entry["model_response"])
+
+    if judge.settings.concurrency == 1:
+        yield from map(score, todo)
+        return
+    pool = ThreadPoolExecutor(judge.settings.concurrency, thread_name_prefix="judge")
+    try:
+        for future in as_completed([pool.submit(score, i) for i in todo]):
+            yield future.result()
+    finally:
+        # Stopped (an error, Ctrl-C): queued entries are dropped, requests in flight end on
+        # their own; entries without a line in the scores file are scored on resume.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def score_entries(
     entries: list[dict[str, Any]], judge: Judge, scores_path: Path, *, progress: bool = True
 ) -> dict[int, JudgeResult]:
-    """Score every entry not yet scored in `scores_path`, appending one JSON line per entry."""
+    """Score every entry not yet scored in `scores_path`, appending one JSON line per entry.
+
+    Lines are appended as scores arrive, so with `concurrency` > 1 not in entry order; each line
+    carries its entry's index, and the results are returned in entry order.
+    """
     results = read_scores(scores_path)
     todo = [i for i in range(len(entries)) if i not in results or results[i].score is None]
     if todo:
@@ -69,11 +97,7 @@ def score_entries(
                 disable=not progress,
             ) as bar,
         ):
-            for i in todo:
-                entry = entries[i]
-                result = judge.score(
-                    entry["instruction_text"], entry["output"], entry["model_response"]
-                )
+            for i, result in _scored(entries, todo, judge):
                 _append(f, i, result)
                 results[i] = result
                 failed += result.score is None
