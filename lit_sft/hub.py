@@ -19,6 +19,7 @@ import urllib3
 from filelock import FileLock
 from tqdm import tqdm
 
+from lit_sft.errors import InvalidInput, UserError
 from lit_sft.files import cache_root
 
 DEFAULT_HUB_URL = "https://huggingface.co"
@@ -33,7 +34,7 @@ _REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file could not be downloaded, or what arrived failed verification."""
 
 
@@ -63,7 +64,9 @@ def download_hub_weights(
 ) -> Path:
     """Path of `repo`'s model.safetensors in the cache, downloaded and verified if not there."""
     if not _REPO_ID.fullmatch(repo) or ".." in repo:
-        raise ValueError(f"not a Hub repository id: {repo!r} (expected e.g. openai-community/gpt2)")
+        raise InvalidInput(
+            f"not a Hub repository id: {repo!r}, in model.hub_repo; use e.g. openai-community/gpt2"
+        )
     target = Path(cache_dir or default_cache_dir()).expanduser() / repo / WEIGHTS_FILENAME
     url = hub_file_url(repo, WEIGHTS_FILENAME, base_url)
     hint = f"is model.hub_repo right? To use a file you have, {WEIGHTS_HINT}"

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import requests
 
+from lit_sft.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class JudgeSettings:
@@ -31,7 +33,7 @@ class JudgeSettings:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.samples < 1:
-            raise ValueError(
+            raise InvalidInput(
                 f"max_attempts ({self.max_attempts}) and samples ({self.samples}) must be >= 1"
             )
         object.__setattr__(self, "url", self.url.rstrip("/"))
