@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import load_model, resolve_weights
-from lit_sft.errors import InvalidInput, run_cli
+from lit_sft.errors import InvalidInput, exit_if_user_error, run_cli
 from lit_sft.evaluation.answers import generate_responses, rebuild_test_split
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
 from lit_sft.evaluation.scoring import (
@@ -92,7 +92,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Answers and scores the test split of `cfg.run_dir` (or `weights=`); returns the summary."""
     if cfg.scorer not in SCORERS:
         raise InvalidInput(
-            f"unknown scorer {cfg.scorer!r}, in scorer=; valid: {', '.join(SCORERS)}"
+            f"unknown scorer {cfg.scorer!r}, in scorer=; choose one of {', '.join(SCORERS)}"
         )
     run_dir = RunDir(cfg.run_dir)
     source, is_run = source_config(cfg)
@@ -133,7 +133,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean score."""
-    return evaluate(cfg)["mean"]
+    try:
+        return evaluate(cfg)["mean"]
+    except Exception as error:
+        exit_if_user_error(error)
+        raise
 
 
 if __name__ == "__main__":

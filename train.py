@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import export_hf, load_weights, resolve_weights
 from lit_sft.data.sft import InstructionDataModule
-from lit_sft.errors import one_line, run_cli, user_error_in
+from lit_sft.errors import debugging, exit_if_user_error, one_line, run_cli, user_error_in
 from lit_sft.files import write_json_atomic
 from lit_sft.loggers import reopen_arguments
 from lit_sft.run_dir import RunDir
@@ -80,6 +80,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     datamodule: InstructionDataModule = instantiate(cfg.data)
+    # Split before the trainer does, so that a dataset too small stops before anything starts.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
     module, weights = build_module(cfg)
     summary = RunSummary(run_dir, run_hparams(cfg))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [summary]
@@ -87,9 +90,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=list(loggers.values()), callbacks=callbacks, default_root_dir=run_dir
     )
-    # Split before the trainer does, so a dataset too small stops here, and to say its sizes.
-    datamodule.prepare_data()
-    datamodule.setup("fit")
     if trainer.is_global_zero:
         reopen = {name: reopen_arguments(logger) for name, logger in loggers.items()}
         write_json_atomic(RunDir(run_dir).loggers, reopen)
@@ -137,12 +137,13 @@ def main(cfg: DictConfig) -> float:
         write_json_atomic(
             run_dir.summary, failure_summary("failed", run_hparams(cfg), steps, user_error)
         )
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
-        # One job's mistake must not stop the sweep: report it, and let the others run.
-        job = HydraConfig.get().job.num
-        print(f"error: {one_line(user_error)} (job {job}, {run_dir.path})", file=sys.stderr)
-        return math.nan
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not debugging():
+            # One job's mistake must not stop the sweep: report it, and let the others run.
+            job = HydraConfig.get().job.num
+            print(f"error: {one_line(user_error)} (job {job}, {run_dir.path})", file=sys.stderr)
+            return math.nan
+        exit_if_user_error(user_error)
+        raise
 
 
 if __name__ == "__main__":

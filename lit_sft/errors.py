@@ -69,23 +69,32 @@ def debugging() -> bool:
     return flag not in ("", "0")
 
 
+def exit_if_user_error(error: BaseException) -> None:
+    """Exits with the one-line report if `error` is or wraps a user error, unless debugging.
+
+    Called inside a Hydra task function: exiting there spares the user Hydra's own report.
+    """
+    if (user_error := user_error_in(error)) and not debugging():
+        sys.exit(f"error: {one_line(user_error)}")
+
+
 def run_cli(entry: Callable[[], Any]) -> None:
     """Runs a `@hydra.main` entry point; a user or config error ends in one `error:` line."""
-    if debugging():
+    debug = debugging()
+    # Hydra then re-raises instead of printing its own report, and the processes a run starts
+    # (DDP ranks re-run the script) inherit both variables, so they report the same way.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ[DEBUG_VARIABLE] = "1" if debug else "0"
+    if debug:
         entry()
         return
-    # Hydra then re-raises instead of printing its own multi-line report, and processes the run
-    # starts (DDP ranks re-run the script) inherit both, so they report the same way.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    os.environ[DEBUG_VARIABLE] = "0"
     # Imported here: the rest of lit_sft takes plain values and never needs Hydra.
     from hydra.errors import CompactHydraException, InstantiationException
 
     try:
         entry()
     except Exception as error:
-        if user_error := user_error_in(error):
-            sys.exit(f"error: {one_line(user_error)}")
+        exit_if_user_error(error)
         # A constructor that fails on its own is a bug, not a composition mistake.
         if isinstance(error, CompactHydraException) and not isinstance(
             error, InstantiationException

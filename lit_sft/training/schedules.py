@@ -20,4 +20,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 def check_schedule(name: str) -> None:
     """Raises InvalidInput naming the valid schedules unless `name` is one."""
     if name not in SCHEDULES:
-        raise InvalidInput(f"unknown lr_schedule {name!r}; valid: {', '.join(SCHEDULES)}")
+        raise InvalidInput(
+            f"unknown lr_schedule {name!r}, in module.lr_schedule; choose one of "
+            f"{', '.join(SCHEDULES)}"
+        )
