@@ -77,6 +77,7 @@ def build_loggers(
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains one run into `cfg.run_dir` and returns its summary."""
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     datamodule: InstructionDataModule = instantiate(cfg.data)
@@ -125,7 +126,6 @@ def main(cfg: DictConfig) -> float:
     # The post-step weights are the ones a resumed run must continue from, as intended here.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    quiet_lightning()
     try:
         return train(cfg).get("val_loss", math.nan)
     except Exception as error:

@@ -99,7 +99,7 @@ def score_names(runs: Sequence[RunRecord]) -> list[str]:
 
 
 def metric_names(runs: Sequence[RunRecord]) -> list[str]:
-    """Metrics to sort by: scores, the table's columns (even where no run has them), other numbers."""
+    """Metrics to sort by: scores, the table columns (even where no run has one), other numbers."""
     columns = [key for key, _, _ in SUMMARY_COLUMNS]
     numbers = [k for r in runs if r.status == FINISHED for k in r.metrics]
     return list(dict.fromkeys([*score_names(runs), *columns, *numbers]))

@@ -156,7 +156,7 @@ def test_evaluate_a_folder_that_is_not_a_run(tmp_path: Path, cli) -> None:
 
 def test_evaluate_with_an_unreachable_judge_keeps_the_answers(run_folder: Path) -> None:
     arch = compose_config(TINY_RUN).model.arch
-    export_hf(GPT(GPTConfig(**OmegaConf.to_container(arch))), run_folder)
+    export_hf(GPT(GPTConfig(**OmegaConf.to_container(arch, resolve=True))), run_folder)
     url = f"http://127.0.0.1:{closed_port()}"
     result = run(
         "evaluate.py", f"run_dir={run_folder}", f"judge.url={url}", "limit=2",
