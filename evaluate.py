@@ -85,7 +85,8 @@ def log_to_run(source: DictConfig, is_run: bool, summary: dict[str, Any], run_di
     if not is_run:
         return
     loggers = build_loggers(source.get("logger"), read_json(run_dir.loggers))
-    log_scalars(loggers.values(), summary_scalars(summary), run_dir.read_summary().get("steps", 0))
+    step = run_dir.read_summary().get("steps", 0)
+    log_scalars(list(loggers.values()), summary_scalars(summary), step)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

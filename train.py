@@ -22,7 +22,7 @@ from lit_sft.checkpoints import export_hf, load_weights, resolve_weights
 from lit_sft.data.sft import InstructionDataModule
 from lit_sft.errors import debugging, exit_if_user_error, one_line, run_cli, user_error_in
 from lit_sft.files import write_json_atomic
-from lit_sft.loggers import reopen_arguments
+from lit_sft.loggers import finish, reopen_arguments
 from lit_sft.run_dir import RunDir
 from lit_sft.training.callbacks import RunSummary, failure_summary
 from lit_sft.training.console import closing_line, header_line, quiet_lightning, weights_source
@@ -105,19 +105,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 run_dir=run_dir,
             )
         )
-    if cfg.ckpt_path is None:
-        # The book's curves start with the untrained model's losses; so do ours (step 0).
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    if summary.validated_step != trainer.global_step:
-        # Training ended between two validations: the summary describes the final weights.
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    result = summary.write(trainer, module)
+    try:
+        result = fit(trainer, module, datamodule, summary, cfg.ckpt_path)
+    finally:
+        finish(loggers.values())
     if cfg.export_weights and trainer.is_global_zero:
         export_hf(module.model, run_dir)
     if trainer.is_global_zero:
         log.info(closing_line(result, run_dir))
     return result
+
+
+def fit(
+    trainer: L.Trainer,
+    module: InstructionModule,
+    datamodule: InstructionDataModule,
+    summary: RunSummary,
+    ckpt_path: str | None,
+) -> dict[str, Any]:
+    """Validates the untrained model, trains, validates the final one; returns the summary."""
+    if ckpt_path is None:
+        # The book's curves start with the untrained model's losses; so do ours (step 0).
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if summary.validated_step != trainer.global_step:
+        # Training ended between two validations: the summary describes the final weights.
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    return summary.write(trainer, module)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -6,7 +6,7 @@ keeps text in its own way (TensorBoard's text tab, a wandb table, an MLflow arti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lightning.pytorch.loggers import (
@@ -43,17 +43,26 @@ def log_final(
         logger.save()
 
 
-def log_scalars(loggers: Iterable[Logger], scalars: Mapping[str, float], step: int) -> None:
+def log_scalars(loggers: Sequence[Logger], scalars: Mapping[str, float], step: int) -> None:
     """Scalars at `step` in every logger, saved at once (evaluate's loggers live briefly)."""
     for logger in loggers:
         logger.log_metrics(dict(scalars), step)
         logger.finalize("success")
+    finish(loggers)
+
+
+def finish(loggers: Iterable[Logger]) -> None:
+    """Ends the runs that outlive a fit (wandb's), so the next run of a sweep gets its own."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
 
 
 def reopen_arguments(logger: Logger) -> dict[str, Any]:
     """Constructor arguments that make a new logger of this kind write into the same run."""
     if isinstance(logger, WandbLogger):
-        return {"id": logger.version, "resume": "allow"}
+        # The id exists once the run does; asking for the experiment starts it.
+        return {"id": logger.experiment.id, "resume": "allow"}
     if isinstance(logger, MLFlowLogger):
         return {"run_id": logger.run_id}
     if isinstance(logger, CSVLogger):

@@ -72,3 +72,61 @@ def test_tensorboard_and_csv_at_once_get_the_same_values(tiny_config) -> None:
     assert column(eval_rows, "eval/exact_match") == [(4, pytest.approx(result["mean"]))]
     assert column(eval_rows, "eval/scored") == [(4, 4.0)]
     assert read_csv(run.path / "csv" / "metrics.csv") == rows  # the training metrics are intact
+
+
+def test_mlflow_gets_hparams_metrics_sample_answers_and_scores_in_one_run(
+    tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow")
+    # MLflow 3 keeps its local file store only on request; it needs no database package.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    run, summary = train_run(tiny_config, "logger=mlflow", f"logger.mlflow.tracking_uri={uri}")
+    run_id = json.loads(run.loggers.read_text())["mlflow"]["run_id"]
+    client = MlflowClient(uri)
+    history = [(m.step, m.value) for m in client.get_metric_history(run_id, "val/loss")]
+    assert_same_curve(history, scalars_of_summary_steps(summary, history))
+    params = client.get_run(run_id).data.params
+    assert (params["model"], params["prompt"], params["lr"]) == ("gpt2-tiny", "alpaca", "5e-05")
+    artifacts = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    samples = [json.loads(line) for line in run.samples.read_text().splitlines()]
+    text = (artifacts / "val" / "sample_answer" / "step-000004.md").read_text()
+    assert samples[-1]["answer"] in text
+
+    result = evaluate_run(run)
+    scores = client.get_metric_history(run_id, "eval/exact_match")
+    assert [(m.step, m.value) for m in scores] == [(4, pytest.approx(result["mean"]))]
+
+
+def scalars_of_summary_steps(summary: dict, history: list) -> list[tuple[int, float]]:
+    """What MLflow must hold: three validations, the last one the summary's val_loss."""
+    assert len(history) == 3
+    return [*history[:2], (history[2][0], summary["val_loss"])]
+
+
+def test_wandb_offline_gets_sample_answers_and_evaluate_resumes_the_same_run(
+    tiny_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wandb 0.31 reads its offline .wandb files only in its Go core, so the metrics are checked
+    in the raw records (the protobuf keeps keys and JSON values as plain bytes)."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run, summary = train_run(tiny_config, "logger=wandb")
+    run_id = json.loads(run.loggers.read_text())["wandb"]["id"]
+    (trained,) = run.path.glob(f"wandb/offline-run-*-{run_id}")
+    records = (trained / f"run-{run_id}.wandb").read_bytes()
+    assert b"hparams/val_loss" in records and json.dumps(summary["val_loss"]).encode() in records
+    samples = [json.loads(line) for line in run.samples.read_text().splitlines()]
+    tables = [json.loads(p.read_text()) for p in trained.glob("files/media/table/val/*.json")]
+    assert sorted(t["data"][0][0] for t in tables) == [s["step"] for s in samples] == [0, 2, 4]
+    answers = {t["data"][0][0]: t["data"][0][1] for t in tables}
+    assert all(s["answer"] in answers[s["step"]] for s in samples)
+
+    result = evaluate_run(run)
+    evaluated = set(run.path.glob(f"wandb/offline-run-*-{run_id}")) - {trained}
+    (evaluated,) = evaluated  # a second offline run directory with the same id: resumed
+    records = (evaluated / f"run-{run_id}.wandb").read_bytes()
+    assert b"eval/exact_match" in records and json.dumps(result["mean"]).encode() in records
