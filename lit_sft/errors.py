@@ -49,7 +49,11 @@ def hydra_message(error: Exception) -> str:
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
         group, _, name = error.missing_cfg_file.rpartition("/")
         where = f"unknown {group} {name!r}" if group else f"unknown config {name!r}"
-        options = f"; choose one of {', '.join(error.options)}" if error.options else ""
+        options = (
+            f"; choose one of {', '.join(error.options)}"
+            if error.options
+            else f"; the choices are the files in conf/{group}/"
+        )
         return f"{where}, in the command line or an experiment's defaults{options}"
     if match := re.match(r"Could not override '([^']+)'", message):
         key = match.group(1)

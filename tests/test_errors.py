@@ -97,6 +97,11 @@ def test_a_train_split_smaller_than_a_batch_stops_before_training(tmp_path: Path
             "choose one of gpt2-large, gpt2-medium, gpt2-small, gpt2-tiny, gpt2-xl",
         ),
         (
+            "logger=[tensorboard,csvv]",
+            "unknown logger 'csvv', in the command line or an experiment's defaults; the "
+            "choices are the files in conf/logger/",
+        ),
+        (
             "module.lr_schedule=linear",
             "unknown lr_schedule 'linear', in module.lr_schedule; choose one of constant, cosine",
         ),
