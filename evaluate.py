@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import load_model, resolve_weights
+from lit_sft.errors import InvalidInput, exit_if_user_error, run_cli
 from lit_sft.evaluation.answers import generate_responses, rebuild_test_split
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
 from lit_sft.evaluation.scoring import (
@@ -20,12 +20,14 @@ from lit_sft.evaluation.scoring import (
     exact_match_scores,
     format_summary,
     judge_scores,
-    log_summary,
     summarize,
+    summary_scalars,
 )
 from lit_sft.files import write_json_atomic
+from lit_sft.loggers import log_scalars
 from lit_sft.prompts import prompt_style
-from lit_sft.run_dir import RunDir
+from lit_sft.run_dir import RunDir, read_json
+from train import build_loggers
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +38,16 @@ def source_config(cfg: DictConfig) -> tuple[DictConfig, bool]:
     if run_dir.is_run():
         given = [group for group in ("model", "prompt") if cfg.get(group) is not None]
         if given:
-            raise ValueError(
+            raise InvalidInput(
                 f"{run_dir.path} is a training run and brings its own model and prompt; drop "
                 f"{', '.join(given)}=, or evaluate weights=<file> without run_dir"
             )
-        return OmegaConf.load(run_dir.config), True
+        source = OmegaConf.load(run_dir.config)
+        # The saved run_dir is Hydra's output folder of the training job; here it is this folder.
+        source.run_dir = str(run_dir.path)
+        return source, True
     if cfg.get("model") is None or cfg.get("prompt") is None:
-        raise ValueError(
+        raise InvalidInput(
             f"{run_dir.path} is not a training run (no .hydra/config.yaml): "
             "pass run_dir=<run folder>, or weights=<file> model=<size> prompt=<style> [data=...]"
         )
@@ -70,14 +75,30 @@ def scores_of(
     if cfg.scorer == "exact_match":
         return exact_match_scores(responses)
     settings = JudgeSettings(**OmegaConf.to_container(cfg.judge, resolve=True))
-    with Judge(settings) as judge:
-        return judge_scores(responses, judge, run_dir.scores)
+    try:
+        with Judge(settings) as judge:
+            return judge_scores(responses, judge, run_dir.scores)
+    except JudgeUnavailable as error:
+        raise JudgeUnavailable(
+            f"{error}; the answers are kept in {run_dir.answers}: run again to score them"
+        ) from None
+
+
+def log_to_run(source: DictConfig, is_run: bool, summary: dict[str, Any], run_dir: RunDir) -> None:
+    """The scores into the run's own loggers, at its last training step (beside its val/loss)."""
+    if not is_run:
+        return
+    loggers = build_loggers(source.get("logger"), read_json(run_dir.loggers))
+    step = run_dir.read_summary().get("steps", 0)
+    log_scalars(list(loggers.values()), summary_scalars(summary), step)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Answers and scores the test split of `cfg.run_dir` (or `weights=`); returns the summary."""
     if cfg.scorer not in SCORERS:
-        raise ValueError(f"unknown scorer {cfg.scorer!r}; valid: {', '.join(SCORERS)}")
+        raise InvalidInput(
+            f"unknown scorer {cfg.scorer!r}, in scorer=; choose one of {', '.join(SCORERS)}"
+        )
     run_dir = RunDir(cfg.run_dir)
     source, is_run = source_config(cfg)
     weights = weights_path(cfg, source, is_run)
@@ -109,8 +130,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_summary = run_dir.read_summary()
     summary = summarize(cfg.scorer, scores, run_summary.get("val_loss"))
     write_json_atomic(run_dir.eval_summary, summary)
-    # At the run's last training step, so the score lines up with its final val/loss.
-    log_summary(summary, run_dir.tb, step=run_summary.get("steps", 0))
+    log_to_run(source, is_run, summary, run_dir)
     print(format_summary(summary))
     return summary
 
@@ -120,10 +140,10 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean score."""
     try:
         return evaluate(cfg)["mean"]
-    except JudgeUnavailable as error:
-        answers = RunDir(cfg.run_dir).answers
-        sys.exit(f"{error}\nThe answers are kept in {answers}; run again to score them.")
+    except Exception as error:
+        exit_if_user_error(error)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

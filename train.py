@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import logging
+import math
+import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import load_weights, resolve_weights
 from lit_sft.data.sft import InstructionDataModule
+from lit_sft.errors import debugging, exit_if_user_error, one_line, run_cli, user_error_in
 from lit_sft.export import export_for_serving
-from lit_sft.training.callbacks import RunSummary
+from lit_sft.files import write_json_atomic
+from lit_sft.loggers import finish, reopen_arguments
+from lit_sft.run_dir import RunDir
+from lit_sft.training.callbacks import RunSummary, failure_summary
+from lit_sft.training.console import closing_line, header_line, quiet_lightning, weights_source
 from lit_sft.training.sft import InstructionModule
 
 log = logging.getLogger(__name__)
 
 
 def run_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The values a sweep compares runs by, for summary.json and TensorBoard's HParams view."""
+    """The values a sweep compares runs by, for summary.json and the loggers' hparams."""
     return {
         "model": cfg.model.name,
         "prompt": cfg.prompt.name,
@@ -34,8 +45,8 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def build_module(cfg: DictConfig) -> InstructionModule:
-    """The LightningModule, with pretrained or given weights loaded if the config asks for them."""
+def build_module(cfg: DictConfig) -> tuple[InstructionModule, Path | None]:
+    """The LightningModule with the weights the config asks for loaded, and their file."""
     model_config = OmegaConf.to_container(cfg.model.arch, resolve=True)
     module = instantiate(cfg.module, model_config=model_config, _convert_="all")
     weights = resolve_weights(
@@ -47,28 +58,82 @@ def build_module(cfg: DictConfig) -> InstructionModule:
     )
     if weights is not None:
         load_weights(module.model, weights)
-        log.info("loaded weights from %s", weights)
-    return module
+    return module, weights
+
+
+def build_loggers(
+    logger_cfg: DictConfig | None, reopen: Mapping[str, dict[str, Any]] | None = None
+) -> dict[str, Logger]:
+    """The run's loggers by config key (`logger=[tensorboard,csv]` gives two), `reopen` applied."""
+    if logger_cfg is None:
+        return {}
+    # Run folders written before the logger group held several loggers name one at its top.
+    configs = {"tensorboard": logger_cfg} if "_target_" in logger_cfg else logger_cfg
+    reopen = reopen or {}
+    return {
+        name: instantiate(config, **reopen.get(name, {}))
+        for name, config in configs.items()
+        if config is not None
+    }
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains one run into `cfg.run_dir` and returns its summary."""
-    L.seed_everything(cfg.seed, workers=True)
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     datamodule: InstructionDataModule = instantiate(cfg.data)
-    module = build_module(cfg)
+    # Split before the trainer does, so that a dataset too small stops before anything starts.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module, weights = build_module(cfg)
     summary = RunSummary(run_dir, run_hparams(cfg))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [summary]
+    loggers = build_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks, default_root_dir=run_dir
+        cfg.trainer, logger=list(loggers.values()), callbacks=callbacks, default_root_dir=run_dir
     )
-    if cfg.ckpt_path is None:
-        # The book's curves start with the untrained model's losses; so do ours (step 0).
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if trainer.is_global_zero:
+        reopen = {name: reopen_arguments(logger) for name, logger in loggers.items()}
+        write_json_atomic(RunDir(run_dir).loggers, reopen)
+        log.info(
+            header_line(
+                model=cfg.model.name,
+                parameters=sum(p.numel() for p in module.parameters()),
+                weights=weights_source(cfg.model.weights, cfg.model.hub_repo, weights),
+                prompt=cfg.prompt.name,
+                mask_instructions=cfg.data.mask_instructions,
+                split_sizes={name: len(split) for name, split in datamodule.splits.items()},
+                run_dir=run_dir,
+            )
+        )
+    try:
+        result = fit(trainer, module, datamodule, summary, cfg.ckpt_path)
+    finally:
+        finish(loggers.values())
     if cfg.export_weights and trainer.is_global_zero:
         export_for_serving(module.model, run_dir)
-    return summary.result
+    if trainer.is_global_zero:
+        log.info(closing_line(result, run_dir))
+    return result
+
+
+def fit(
+    trainer: L.Trainer,
+    module: InstructionModule,
+    datamodule: InstructionDataModule,
+    summary: RunSummary,
+    ckpt_path: str | None,
+) -> dict[str, Any]:
+    """Validates the untrained model, trains, validates the final one; returns the summary."""
+    if ckpt_path is None:
+        # The book's curves start with the untrained model's losses; so do ours (step 0).
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if summary.validated_step != trainer.global_step:
+        # Training ended between two validations: the summary describes the final weights.
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    return summary.write(trainer, module)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -76,8 +141,26 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the final validation loss (for sweepers that optimise it)."""
     # The post-step weights are the ones a resumed run must continue from, as intended here.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    return train(cfg).get("val_loss", float("nan"))
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    try:
+        return train(cfg).get("val_loss", math.nan)
+    except Exception as error:
+        user_error = user_error_in(error)
+        if user_error is None:
+            raise
+        run_dir = RunDir(cfg.run_dir)
+        steps = run_dir.read_summary().get("steps", 0)
+        write_json_atomic(
+            run_dir.summary, failure_summary("failed", run_hparams(cfg), steps, user_error)
+        )
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not debugging():
+            # One job's mistake must not stop the sweep: report it, and let the others run.
+            job = HydraConfig.get().job.num
+            print(f"error: {one_line(user_error)} (job {job}, {run_dir.path})", file=sys.stderr)
+            return math.nan
+        exit_if_user_error(user_error)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lit_sft.errors import InvalidInput, MissingFile
 from lit_sft.hub import WEIGHTS_FILENAME, WEIGHTS_HINT, HubFile, hub_download
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import END_OF_TEXT
@@ -64,7 +65,7 @@ def resolve_weights(
         return None
     if weights == "pretrained":
         if hub_repo is None:
-            raise ValueError(
+            raise InvalidInput(
                 "model.weights=pretrained needs model.hub_repo (e.g. openai-community/gpt2); "
                 "or set model.weights to a local file, or to null for a random init"
             )
@@ -72,7 +73,7 @@ def resolve_weights(
         return hub_download(file, hint=WEIGHTS_HINT, cache_dir=cache_dir, endpoint=endpoint)
     path = Path(weights).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"weights file {path} does not exist (absolute: {path.absolute()}); "
             "model.weights takes 'pretrained', null, a .safetensors/.ckpt/.pt/.pth/.bin file "
             "or a folder holding model.safetensors"
@@ -86,7 +87,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     if path.is_dir():
         path = path / WEIGHTS_FILENAME
     if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}")
+        raise MissingFile(f"no weights file at {path}; pass model.weights=<file or folder>")
     if path.suffix == ".safetensors":
         return load_file(path)
     if path.suffix == ".ckpt":
@@ -95,9 +96,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         # weights_only refuses pickled code, so a downloaded .bin cannot run anything.
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not all(isinstance(t, Tensor) for t in state.values()):
-            raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+            raise InvalidInput(f"{path} does not hold a state dict (a mapping of names to tensors)")
         return dict(state)
-    raise ValueError(
+    raise InvalidInput(
         f"unsupported weights file {path}: expected .safetensors, .ckpt, .pt, .pth or .bin"
     )
 
@@ -108,7 +109,7 @@ def _lightning_checkpoint_model(path: Path) -> dict[str, Tensor]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+        raise InvalidInput(f"{path} is not a Lightning checkpoint (it has no state_dict)")
     prefix = "model."
     return {k.removeprefix(prefix): t for k, t in state.items() if k.startswith(prefix)}
 
@@ -129,7 +130,7 @@ def load_weights(model: GPT, path: str | Path) -> None:
     elif "tok_emb.weight" in raw:
         state, file_names = raw, {}
     else:
-        raise ValueError(
+        raise InvalidInput(
             f"{path} holds neither Hugging Face GPT-2 nor lit_sft weights "
             f"(no wte.weight or tok_emb.weight); its first names: {sorted(raw)[:5]}"
         )
@@ -179,7 +180,7 @@ def _fill_head(state: dict[str, Tensor], config: GPTConfig, path: str | Path) ->
     emb, head = state.get("tok_emb.weight"), state["out_head.weight"]
     same = emb is not None and emb.shape == head.shape and torch.equal(emb, head)
     if config.tie_weights and not same:
-        raise ValueError(
+        raise InvalidInput(
             f"{path} has an output head that differs from its token embedding, but the model "
             "ties them (tie_weights=true); set model.tie_weights=false to load both"
         )
@@ -204,7 +205,7 @@ def _check_compatible(
         if n in state and state[n].shape != t.shape
     ]
     if problems:
-        raise ValueError(
+        raise InvalidInput(
             f"{path} does not fit the model; does conf/model match the checkpoint?\n  "
             + "\n  ".join(problems)
         )

@@ -30,6 +30,7 @@ from huggingface_hub.errors import (
 )
 from tqdm import tqdm
 
+from lit_sft.errors import InvalidInput, UserError
 from lit_sft.files import cache_root
 
 WEIGHTS_FILENAME = "model.safetensors"
@@ -43,7 +44,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HUB_PATH = re.compile(r"hf://datasets/(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[^/]+))?/(?P<file>.+)")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file could not be downloaded, or what arrived failed verification."""
 
 
@@ -71,7 +72,7 @@ def parse_hub_path(path: str) -> HubFile:
     """The dataset file named by `hf://datasets/<owner>/<repo>[@<revision>]/<file>`."""
     match = _HUB_PATH.fullmatch(path)
     if match is None:
-        raise ValueError(
+        raise InvalidInput(
             f"not a Hub dataset path: {path!r} "
             "(expected hf://datasets/<owner>/<repo>/<file>, optionally <repo>@<revision>)"
         )

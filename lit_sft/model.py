@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_sft.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -27,7 +29,10 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.emb_dim % self.n_heads:
-            raise ValueError(f"emb_dim {self.emb_dim} is not divisible by n_heads {self.n_heads}")
+            raise InvalidInput(
+                f"emb_dim {self.emb_dim} is not divisible by n_heads {self.n_heads}, in "
+                "model.arch; choose n_heads that divides emb_dim"
+            )
 
     @property
     def head_dim(self) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from lit_sft.errors import InvalidInput
+
 
 class PromptStyle:
     """A prompt format; training text is `prompt(entry) + entry["output"]`."""
@@ -64,6 +66,6 @@ def prompt_style(name: str) -> PromptStyle:
     try:
         return PROMPT_STYLES[name]()
     except KeyError:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown prompt style {name!r}; valid styles: {', '.join(sorted(PROMPT_STYLES))}"
         ) from None

@@ -99,10 +99,10 @@ def score_names(runs: Sequence[RunRecord]) -> list[str]:
 
 
 def metric_names(runs: Sequence[RunRecord]) -> list[str]:
-    """Metrics to sort by: scores first, then every number the finished runs report."""
-    scores = score_names(runs)
-    numbers = dict.fromkeys(k for r in runs if r.status == FINISHED for k in r.metrics)
-    return scores + [k for k in numbers if k not in scores]
+    """Metrics to sort by: scores, the table columns (even where no run has one), other numbers."""
+    columns = [key for key, _, _ in SUMMARY_COLUMNS]
+    numbers = [k for r in runs if r.status == FINISHED for k in r.metrics]
+    return list(dict.fromkeys([*score_names(runs), *columns, *numbers]))
 
 
 def default_metric(runs: Sequence[RunRecord]) -> str:

@@ -4,7 +4,9 @@
 <run>/.hydra/config.yaml        the composed config (what evaluate, chat and resume rebuild from)
 <run>/.hydra/overrides.yaml     the command-line overrides (what a sweep report compares)
 <run>/summary.json              training's final metrics and costs
-<run>/tb/                       TensorBoard events
+<run>/tb/                       TensorBoard events (csv/, wandb/: the other loggers' files)
+<run>/loggers.json              how evaluate reopens each logger's run (wandb id, MLflow run id)
+<run>/samples.jsonl             the sample answer of each validation
 <run>/checkpoints/last.ckpt     the resumable checkpoint; best-step*.ckpt the best weights
 <run>/model.safetensors         exported weights (Hugging Face GPT-2 layout) + config.json,
                                 generation_config.json and the tokenizer files (lit_sft.export)
@@ -21,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from lit_sft.errors import MissingFile
 from lit_sft.hub import WEIGHTS_FILENAME
 
 
@@ -48,6 +51,14 @@ class RunDir:
     @property
     def tb(self) -> Path:
         return self.path / "tb"
+
+    @property
+    def loggers(self) -> Path:
+        return self.path / "loggers.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples.jsonl"
 
     @property
     def checkpoints(self) -> Path:
@@ -104,7 +115,7 @@ class RunDir:
         for candidate in (self.weights, self.last_checkpoint):
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{self.path} holds neither {WEIGHTS_FILENAME} nor checkpoints/last.ckpt; "
             "pass weights=<file> to name the weights"
         )

@@ -84,7 +84,7 @@ def test_run_folder_paths_in_the_config_are_the_run_dirs(tmp_path: Path) -> None
     run = RunDir(cfg.run_dir)
     for callback in ("checkpoint", "resume_checkpoint"):
         assert Path(cfg.callbacks[callback].dirpath) == run.checkpoints
-    assert Path(cfg.logger.save_dir) / cfg.logger.name == run.tb
+    assert Path(cfg.logger.tensorboard.save_dir) / cfg.logger.tensorboard.name == run.tb
 
 
 def test_evaluate_config_shares_the_hub_block(tmp_path: Path) -> None:

@@ -179,7 +179,10 @@ def test_hub_dataset_path_is_downloaded_once_into_the_cache(
     ]  # HEAD, GET; the second load reads the cache
     file = snapshot(tmp_path, DATA_REPO, kind="datasets") / "data" / "train.json"
     assert file.read_bytes() == text
-    with pytest.raises(ValueError, match="entry 3 has no field 'instruction'"):
+    with pytest.raises(
+        ValueError,
+        match="entry 3 has no 'instruction' field, in hf://datasets/someone/instructions@v2/data/train.json",
+    ):
         load_entries(f"hf://datasets/{DATA_REPO}@v2/data/train.json", tmp_path)
     assert hub.requests[-2].path == f"/datasets/{DATA_REPO}/resolve/v2/data/train.json"
 

@@ -345,8 +345,30 @@ def test_unknown_metric_lists_the_valid_ones(
     assert "mask_instructions" not in valid
     assert not (sweep / "report.md").exists()
 
-    with pytest.raises(ValueError, match="valid metrics: judge, train_loss, val_loss"):
+    with pytest.raises(ValueError) as error:
         check_metric("bleu", collect_runs(sweep))
+    assert str(error.value).endswith(
+        "valid metrics: judge, val_loss, val_response_loss, train_loss, train_tokens_per_sec, "
+        "wall_time_s, peak_memory_mb, steps, tokens, target_tokens, truncated_entries, parameters"
+    )
+
+
+def test_a_sweep_without_val_loss_still_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs that never validated: the report ranks by what exists and shows the rest as —."""
+    sweep = tmp_path / "multirun"
+    no_val = {k: v for k, v in finished_summary(1.0).items() if not k.startswith("val_")}
+    make_run(sweep, "0_lr=1", ["module.lr=1"], no_val)
+    failed = {"status": "failed", "steps": 0, "error": "entry 1 has no 'output' field"}
+    make_run(sweep, "1_lr=2", ["module.lr=2"], failed)
+    assert main([str(sweep)]) == 0
+    table = (sweep / "report.md").read_text().splitlines()
+    assert table[0] == "Sorted by val_loss (ascending)."
+    assert table[4] == "| 1 | 1 | — | — | 0.7500 | 2500 | 61.0 | 900 | finished |"
+    assert table[5] == "|  | 2 | — | — | — | — | — | — | failed: entry 1 has no 'output' field |"
+    assert main([str(sweep), "--metric", "val_response_loss"]) == 0
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize("layout", ["empty", "missing", "no_hydra"])

@@ -54,3 +54,49 @@ def test_offline_sweep_preset_gives_four_runs_and_a_four_row_report(tmp_path: Pa
     ]
     assert len(table) == 2 + 4  # header, separator, one row per run
     assert (sweep_dir / "val_loss.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    """Job 0's data is too small for one batch: it fails with one line, job 1 still trains."""
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        sys.executable, "train.py", "-m", *TINY_RUN, "data.synthetic_size=6,200",
+        f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LIT_SFT_DEBUG": "", "HYDRA_FULL_ERROR": ""}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    message = (
+        "the train split (train 5, val 1, test 0 entries) is smaller than one batch of "
+        "data.batch_size=8 per process, so no step would be trained, in the synthetic set; "
+        "pass data.batch_size=5 or less, or use more data"
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {message} (job 0, {sweep_dir / '0'})"]
+    assert "Traceback" not in result.stderr and "💡" not in result.stdout + result.stderr
+
+    failed = json.loads((sweep_dir / "0" / "summary.json").read_text())
+    assert (failed["status"], failed["steps"], failed["error"]) == ("failed", 0, message)
+    finished = json.loads((sweep_dir / "1" / "summary.json").read_text())
+    assert (finished["status"], finished["steps"]) == ("finished", 4)
+
+    # The console: one header and one closing line for the job that ran.
+    parameters = f"{finished['parameters'] / 1e6:.1f}M"
+    header = (
+        f"training gpt2-tiny ({parameters} parameters) from random init; prompt alpaca, loss on "
+        f"all tokens; entries: train 170, val 10, test 20; run folder {sweep_dir / '1'}"
+    )
+    closing = (
+        f"finished 4 steps in {finished['wall_time_s']:.1f} s; final loss train "
+        f"{finished['train_loss']:.4f}, val {finished['val_loss']:.4f}, val response "
+        f"{finished['val_response_loss']:.4f}; summary.json, weights and logs in {sweep_dir / '1'}"
+    )
+    lines = [line.split(" - ", 1)[-1] for line in result.stdout.splitlines()]
+    assert lines.count(header) == 1 and lines.count(closing) == 1, result.stdout
+
+    assert main([str(sweep_dir)]) == 0
+    with open(sweep_dir / "report.csv", newline="") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert (rows["0"]["status"], rows["0"]["error"]) == ("failed", message)
+    assert rows["1"]["status"] == "finished"

@@ -6,16 +6,21 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from lit_sft.errors import InvalidInput, MissingFile
 from lit_sft.hub import is_remote, local_copy
 
 Entry = dict[str, str]
 SFT_FIELDS = ("instruction", "input", "output")
+FORMAT_HINT = (
+    'expected a JSON list or JSON Lines of {"instruction": ..., "input": ..., "output": ...} '
+    "objects (input optional)"
+)
 
 
 def parse_entries(text: str, source: str) -> list:
     """The entries of a JSON list or of JSON Lines text."""
     if not text.strip():
-        raise ValueError(f"{source}: the file is empty")
+        raise InvalidInput(f"the dataset is empty, in {source}; {FORMAT_HINT}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -25,35 +30,45 @@ def parse_entries(text: str, source: str) -> list:
                 try:
                     data.append(json.loads(line))
                 except json.JSONDecodeError as error:
-                    raise ValueError(
-                        f"{source}: neither a JSON list nor JSON Lines (line {number}: {error.msg})"
+                    raise InvalidInput(
+                        f"neither a JSON list nor JSON Lines ({error.msg}), in {source} line "
+                        f"{number}; {FORMAT_HINT}"
                     ) from None
     if not isinstance(data, list):
-        raise ValueError(f"{source}: expected a list of entries, got a JSON {type(data).__name__}")
+        raise InvalidInput(
+            f"the dataset is a JSON {type(data).__name__}, not a list of entries, in {source}; "
+            f"{FORMAT_HINT}"
+        )
     return data
 
 
 def validate_entries(
     entries: Sequence, source: str, fields: Sequence[str] = SFT_FIELDS
 ) -> list[Entry]:
-    """The entries with `input` defaulted to "", after checking each of `fields` of each entry."""
+    """The entries after checking each of `fields`; a missing or null `input` becomes ""."""
     if not entries:
-        raise ValueError(f"{source}: no entries")
+        raise InvalidInput(f"the dataset has no entries, in {source}; {FORMAT_HINT}")
     valid = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise ValueError(f"{source}: entry {index} is a {type(entry).__name__}, not an object")
+            raise InvalidInput(
+                f"entry {index} is a {type(entry).__name__}, not an object, in {source}; "
+                f"{FORMAT_HINT}"
+            )
+        # Exported datasets often write a missing input as null.
+        entry = {**entry, "input": "" if entry.get("input") is None else entry["input"]}
         for field in fields:
             if field not in entry:
-                if field == "input":
-                    continue
-                raise ValueError(f"{source}: entry {index} has no field {field!r}")
-            if not isinstance(entry[field], str):
-                raise ValueError(
-                    f"{source}: entry {index} field {field!r} must be a string, "
-                    f"got {type(entry[field]).__name__}"
+                raise InvalidInput(
+                    f"entry {index} has no {field!r} field, in {source}; give every entry "
+                    f"string fields {', '.join(f for f in fields if f != 'input')}"
                 )
-        valid.append({**entry, "input": entry.get("input", "")})
+            if not isinstance(entry[field], str):
+                raise InvalidInput(
+                    f"entry {index} field {field!r} is a {type(entry[field]).__name__}, not a "
+                    f"string, in {source}; make it a JSON string"
+                )
+        valid.append(entry)
     return valid
 
 
@@ -63,8 +78,13 @@ def load_entries(
     """The validated entries of a local JSON/JSONL file or of an http(s) URL."""
     local = local_copy(path, cache_dir) if is_remote(path) else Path(path)
     if not local.is_file():
-        raise FileNotFoundError(f"dataset file {path} does not exist")
-    return validate_entries(parse_entries(local.read_text(encoding="utf-8"), path), path, fields)
+        raise MissingFile(
+            f"dataset file {path} does not exist (absolute: {local.absolute()}); "
+            "pass data.path=<a JSON/JSONL file or an http(s) URL>"
+        )
+    # utf-8-sig: editors on Windows save JSON with a byte-order mark.
+    text = local.read_text(encoding="utf-8-sig")
+    return validate_entries(parse_entries(text, path), path, fields)
 
 
 def split_entries(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -16,6 +17,7 @@ from lit_sft import prompts
 from lit_sft.data.entries import Entry, load_entries, split_entries
 from lit_sft.data.loaders import ResumableDataLoader
 from lit_sft.data.synthetic import synthetic_entries
+from lit_sft.errors import InvalidInput
 from lit_sft.hub import is_remote, local_copy
 from lit_sft.prompts import PromptStyle
 from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX, Tokenizer
@@ -124,13 +126,37 @@ class InstructionDataModule(L.LightningDataModule):
         return load_entries(self.path, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        train, test, val = split_entries(self.entries(), *self.fractions)
-        self.splits = {"train": train, "val": val, "test": test}
-        for name, entries in self.splits.items():
-            self.encoded[name] = [encode_entry(e, self.style, self.tokenizer) for e in entries]
-            self._count_truncation(name)
+        if not self.splits:
+            train, test, val = split_entries(self.entries(), *self.fractions)
+            self.splits = {"train": train, "val": val, "test": test}
+            for name, entries in self.splits.items():
+                self.encoded[name] = [encode_entry(e, self.style, self.tokenizer) for e in entries]
+                self._count_truncation(name)
+        self._check_split_sizes(stage)
+
+    def _check_split_sizes(self, stage: str | None) -> None:
+        """Stop before a stage whose split is empty, or (train) smaller than one batch."""
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        sizes = ", ".join(f"{name} {len(entries)}" for name, entries in self.splits.items())
+        source = self.path or "the synthetic set"
+        for split in needed.get(stage or "fit", ()):
+            count = len(self.splits[split])
+            if split == "train":
+                # Each process draws ceil(count / world_size) entries and drops a partial batch.
+                world_size = self.trainer.world_size if self.trainer is not None else 1
+                per_process = math.ceil(count / world_size)
+                if per_process < self.batch_size:
+                    fix = f"pass data.batch_size={per_process} or less, or " if per_process else ""
+                    raise InvalidInput(
+                        f"the train split ({sizes} entries) is smaller than one batch of "
+                        f"data.batch_size={self.batch_size} per process, so no step would be "
+                        f"trained, in {source}; {fix}use more data"
+                    )
+            elif count == 0:
+                raise InvalidInput(
+                    f"the {split} split is empty ({sizes} entries), in {source}; use more "
+                    "entries, or change data.train_fraction / data.test_fraction"
+                )
 
     def _count_truncation(self, split: str) -> None:
         encoded, limit = self.encoded[split], self.allowed_max_length

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from lit_sft.data.entries import Entry
 from lit_sft.data.sft import InstructionDataModule
+from lit_sft.errors import InvalidInput
 from lit_sft.files import write_json_atomic
 from lit_sft.generation import generate
 from lit_sft.model import GPT
@@ -37,7 +38,7 @@ def read_responses(path: Path, entries: Sequence[Entry]) -> list[dict[str, Any]]
     for index, record in enumerate(answered):
         unanswered = {k: v for k, v in record.items() if k != "model_response"}
         if unanswered != entries[index] or "model_response" not in record:
-            raise ValueError(
+            raise InvalidInput(
                 f"{path} does not match this test split (entry {index} differs); "
                 "delete it to answer the test split again"
             )

@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch.utils.tensorboard import SummaryWriter
-
 from lit_sft.evaluation.judge import Judge, score_entries
 from lit_sft.prompts import prompt_style
 
@@ -79,8 +77,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(f"{name:<10}{value}" for name, value in rows)
 
 
-def log_summary(summary: dict[str, Any], log_dir: Path, step: int = 0) -> None:
-    """Adds `eval/<metric>`, its interval and the counts as scalars to the events in `log_dir`."""
+def summary_scalars(summary: dict[str, Any]) -> dict[str, float]:
+    """`eval/<metric>`, its interval and the counts, as the loggers get them (None left out)."""
     metric = summary["metric"]
     scalars = {
         f"eval/{metric}": summary["mean"],
@@ -89,7 +87,4 @@ def log_summary(summary: dict[str, Any], log_dir: Path, step: int = 0) -> None:
         "eval/scored": summary["scored"],
         "eval/failures": summary["failures"],
     }
-    with SummaryWriter(log_dir=str(log_dir)) as writer:
-        for tag, value in scalars.items():
-            if value is not None:
-                writer.add_scalar(tag, value, step)
+    return {tag: float(value) for tag, value in scalars.items() if value is not None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from dataclasses import dataclass
@@ -10,10 +11,11 @@ from typing import Any, Protocol
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
+from lit_sft.errors import UserError
 from lit_sft.files import write_json_atomic
 from lit_sft.generation import generate
+from lit_sft.loggers import log_final, log_text
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX, Tokenizer
 
@@ -31,8 +33,20 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def failure_summary(
+    status: str, hparams: dict[str, Any], steps: int, error: BaseException
+) -> dict[str, Any]:
+    """summary.json of a run that stopped early: a user's mistake by its message, a bug by repr."""
+    message = str(error) if isinstance(error, UserError) else repr(error)
+    return {"status": status, **hparams, "steps": steps, "error": message}
+
+
 class RunSummary(L.Callback):
-    """Measures training throughput and writes `summary.json` (and hparams) when the fit ends."""
+    """Measures training throughput; `write` puts the final metrics in `summary.json` and loggers.
+
+    Between the fit and `write` the caller may validate once more, so that the summary describes
+    the final weights even when training ended between two validations.
+    """
 
     def __init__(self, run_dir: str | Path, hparams: dict[str, Any]) -> None:
         self.run_dir = RunDir(run_dir)
@@ -42,10 +56,20 @@ class RunSummary(L.Callback):
         self.train_time = 0.0
         self._step_start = 0.0
         self._fit_start = 0.0
+        self.validated_step = -1  # the global step of the last validation
+        self.fit_metrics: dict[str, float] = {}
         self.result: dict[str, Any] = {}  # what summary.json says, once the fit has ended
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated_step = trainer.global_step
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A validation after the fit replaces the callback metrics, train/loss with them.
+        self.fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._step_start = time.perf_counter()
@@ -69,7 +93,7 @@ class RunSummary(L.Callback):
 
     def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """The run's final metrics and costs."""
-        metrics = trainer.callback_metrics
+        metrics = {**self.fit_metrics, **trainer.callback_metrics}
         datamodule = trainer.datamodule
         return {
             "status": "finished",
@@ -87,29 +111,22 @@ class RunSummary(L.Callback):
             "parameters": sum(p.numel() for p in pl_module.parameters()),
         }
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Writes summary.json and the hparams with the final losses to every logger."""
         summary = self.result = self.summary(trainer, pl_module)
-        if not trainer.is_global_zero:
-            return
-        write_json_atomic(self.run_dir.summary, summary)
-        if isinstance(trainer.logger, TensorBoardLogger):
+        if trainer.is_global_zero:
+            write_json_atomic(self.run_dir.summary, summary)
             final = {f"hparams/{key}": summary[key] for key in SUMMARY_METRICS if key in summary}
-            trainer.logger.log_hyperparams(self.hparams, final)
+            log_final(trainer.loggers, self.hparams, final, trainer.global_step)
+        return summary
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException
     ) -> None:
         if trainer.is_global_zero:
             status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            write_json_atomic(
-                self.run_dir.summary,
-                {
-                    "status": status,
-                    **self.hparams,
-                    "steps": trainer.global_step,
-                    "error": repr(error),
-                },
-            )
+            summary = failure_summary(status, self.hparams, trainer.global_step, error)
+            write_json_atomic(self.run_dir.summary, summary)
 
 
 @dataclass(frozen=True)
@@ -126,7 +143,11 @@ class HasSamplePrompt(Protocol):
 
 
 class SampleAnswer(L.Callback):
-    """After each validation, answers the first validation prompt and logs it as text."""
+    """After each validation, answers the first validation prompt into the loggers and a file.
+
+    The file, `samples.jsonl` in the run folder, holds one line per validation whatever the
+    loggers; TensorBoard, wandb and MLflow show the answer as text too.
+    """
 
     def __init__(self, max_new_tokens: int = 64) -> None:
         self.max_new_tokens = max_new_tokens
@@ -134,16 +155,16 @@ class SampleAnswer(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule: HasSamplePrompt | None = trainer.datamodule
-        add_text = getattr(getattr(trainer.logger, "experiment", None), "add_text", None)
-        if trainer.sanity_checking or not trainer.is_global_zero or add_text is None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         sample = datamodule.sample_prompt() if datamodule is not None else None
         if sample is None:
             return
-        answer = generate(pl_module.model, [sample.tokens], max_new_tokens=self.max_new_tokens)
-        add_text(
-            "val/sample_answer",
-            f"**Prompt:** {sample.text}\n\n**Answer:** {self.tokenizer.decode(answer[0])}\n\n"
-            f"**Reference:** {sample.reference}",
-            trainer.global_step,
-        )
+        tokens = generate(pl_module.model, [sample.tokens], max_new_tokens=self.max_new_tokens)
+        answer, step = self.tokenizer.decode(tokens[0]), trainer.global_step
+        prompt, reference = sample.text, sample.reference
+        record = {"step": step, "prompt": prompt, "answer": answer, "reference": reference}
+        with RunDir(trainer.default_root_dir).samples.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+        text = f"**Prompt:** {prompt}\n\n**Answer:** {answer}\n\n**Reference:** {reference}"
+        log_text(trainer.loggers, "val/sample_answer", text, step)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from lit_sft.errors import InvalidInput
+
 SCHEDULES = ("constant", "cosine")
 
 
@@ -16,6 +18,9 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 
 
 def check_schedule(name: str) -> None:
-    """Raises ValueError naming the valid schedules unless `name` is one."""
+    """Raises InvalidInput naming the valid schedules unless `name` is one."""
     if name not in SCHEDULES:
-        raise ValueError(f"unknown lr_schedule {name!r}; valid: {', '.join(SCHEDULES)}")
+        raise InvalidInput(
+            f"unknown lr_schedule {name!r}, in module.lr_schedule; choose one of "
+            f"{', '.join(SCHEDULES)}"
+        )

@@ -14,6 +14,7 @@ from lit_sft.data.sft import (
     collate_instructions,
     encode_entry,
 )
+from lit_sft.errors import MissingFile, UserError
 from lit_sft.prompts import prompt_style
 from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX
 
@@ -115,33 +116,94 @@ def test_book_dataset_splits_935_110_55(book_data: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('[{"instruction": "a", "input": ""}]', "entry 0 has no field 'output'"),
+        ('[{"instruction": "a", "input": ""}]', "entry 0 has no 'output' field, in {path}; give"),
         (
             '[{"instruction": "a", "output": "b"}, {"instruction": 3, "output": "b"}]',
-            "entry 1 field 'instruction' must be a string, got int",
+            "entry 1 field 'instruction' is a int, not a string, in {path}; make it a JSON string",
         ),
-        (
-            '[{"instruction": "a", "input": null, "output": "b"}]',
-            "entry 0 field 'input' must be a string, got NoneType",
-        ),
-        ("", "the file is empty"),
-        ("[]", "no entries"),
-        ("{not json", "neither a JSON list nor JSON Lines"),
-        ('{"instruction": "a"}', "expected a list of entries"),
-        ('["just text"]', "entry 0 is a str"),
+        ("", "the dataset is empty, in {path}; expected a JSON list or JSON Lines"),
+        ("[]", "the dataset has no entries, in {path}; expected"),
+        ("{not json", "neither a JSON list nor JSON Lines (Expecting property name enclosed"),
+        ('{"instruction": "a"}', "the dataset is a JSON dict, not a list of entries, in {path};"),
+        ('["just text"]', "entry 0 is a str, not an object, in {path}; expected"),
     ],
 )
 def test_bad_datasets_get_clear_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "data.json"
     path.write_text(content)
-    with pytest.raises(ValueError, match=message) as error:
+    with pytest.raises(UserError) as error:
         load_entries(str(path))
-    assert str(path) in str(error.value)
+    assert str(error.value).startswith(message.format(path=path))
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_json_lines_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n\n{"instruction": "c",\n')
+    with pytest.raises(UserError, match=f"in {path} line 3;"):
+        load_entries(str(path))
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+    with pytest.raises(MissingFile, match="nowhere.json .* pass data.path="):
         load_entries(str(tmp_path / "nowhere.json"))
+
+
+def test_a_byte_order_mark_and_null_input_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    entries = [{"instruction": "a", "input": None, "output": "b"}, ENTRIES[0]]
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(entries).encode())
+    assert load_entries(str(path)) == [{"instruction": "a", "input": "", "output": "b"}, ENTRIES[0]]
+
+
+SYNTHETIC_FIX = "in the synthetic set; use more entries, or change data.train_fraction"
+
+
+@pytest.mark.parametrize(
+    ("size", "batch_size", "train_fraction", "stage", "message"),
+    [
+        # 10 entries split train 8 / test 1 / val 1: a batch of 9 never fills (drop_last).
+        (
+            10,
+            9,
+            0.85,
+            "fit",
+            "the train split (train 8, val 1, test 1 entries) is smaller than "
+            "one batch of data.batch_size=9 per process, so no step would be trained, in the "
+            "synthetic set; pass data.batch_size=8 or less, or use more data",
+        ),
+        (
+            10,
+            8,
+            0.9,
+            "fit",
+            f"the val split is empty (train 9, val 0, test 1 entries), {SYNTHETIC_FIX}",
+        ),
+        (10, 8, 0.9, "validate", "the val split is empty (train 9, val 0, test 1 entries)"),
+        (
+            4,
+            2,
+            0.85,
+            "test",
+            f"the test split is empty (train 3, val 1, test 0 entries), {SYNTHETIC_FIX}",
+        ),
+    ],
+)
+def test_a_split_too_small_stops_before_its_stage(
+    size: int, batch_size: int, train_fraction: float, stage: str, message: str
+) -> None:
+    dm = InstructionDataModule(
+        None, synthetic_size=size, batch_size=batch_size, train_fraction=train_fraction
+    )
+    with pytest.raises(UserError) as error:
+        dm.setup(stage)
+    assert str(error.value).startswith(message)
+
+
+def test_a_split_of_exactly_one_batch_trains() -> None:
+    dm = InstructionDataModule(None, synthetic_size=10, batch_size=8)
+    dm.setup("fit")
+    assert len(dm.train_dataloader()) == 1
 
 
 def test_jsonl_and_absent_input_load(tmp_path: Path) -> None:

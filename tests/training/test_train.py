@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lit_sft.checkpoints import load_weights
+from lit_sft.model import GPT, GPTConfig
 from train import train
 
 
@@ -50,3 +57,38 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tiny_config, tmp_path:
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "config.json").is_file()
     served = ("generation_config.json", "vocab.json", "merges.txt", "tokenizer_config.json")
     assert all((run_dir / name).is_file() for name in served)  # tests/test_export.py: contents
+
+
+def test_a_run_ending_between_validations_validates_its_final_weights(tiny_config) -> None:
+    """max_steps=3, validation every 2 steps: the summary's losses are those of step 3's weights."""
+    cfg = tiny_config("trainer.max_steps=3", "trainer.val_check_interval=2")
+    summary = train(cfg)
+    run_dir = Path(cfg.run_dir)
+
+    # Independently: the exported final weights on the first limit_val_batches=2 validation
+    # batches, cross-entropy summed over every target token (and over the response's alone).
+    model = GPT(GPTConfig(**OmegaConf.to_container(cfg.model.arch, resolve=True))).eval()
+    load_weights(model, run_dir / "model.safetensors")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("validate")
+    sums = torch.zeros(4, dtype=torch.float64)
+    with torch.no_grad():
+        for batch in islice(datamodule.val_dataloader(), 2):
+            targets = batch["targets"]
+            logits = model(batch["input_ids"])
+            losses = F.cross_entropy(
+                logits.flatten(0, 1), targets.flatten(), reduction="none", ignore_index=-100
+            ).view_as(targets)
+            keep = targets != -100
+            positions = torch.arange(targets.shape[1])
+            response = keep & (positions >= batch["response_start"].unsqueeze(1))
+            sums += torch.stack(
+                [losses[keep].sum(), keep.sum(), losses[response].sum(), response.sum()]
+            ).double()
+    assert summary["steps"] == 3
+    assert summary["val_loss"] == pytest.approx(float(sums[0] / sums[1]), rel=1e-5)
+    assert summary["val_response_loss"] == pytest.approx(float(sums[2] / sums[3]), rel=1e-5)
+    assert json.loads((run_dir / "summary.json").read_text())["val_loss"] == summary["val_loss"]
+    val = scalars(run_dir, "val/loss")
+    assert [step for step, _ in val] == [0, 1, 3]
+    assert val[1][1] != pytest.approx(summary["val_loss"], rel=1e-5)  # step 2's is not the last

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import requests
 
+from lit_sft.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class JudgeSettings:
@@ -38,7 +40,7 @@ class JudgeSettings:
 
     def __post_init__(self) -> None:
         if min(self.max_attempts, self.samples, self.concurrency) < 1:
-            raise ValueError(
+            raise InvalidInput(
                 f"judge.max_attempts ({self.max_attempts}), judge.samples ({self.samples}) and "
                 f"judge.concurrency ({self.concurrency}) must be >= 1"
             )

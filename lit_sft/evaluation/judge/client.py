@@ -12,6 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
+from lit_sft.errors import InvalidInput, UserError
 from lit_sft.evaluation.judge.api import BadReply, JudgeSettings, ServerAPI
 from lit_sft.evaluation.judge.ollama import OllamaAPI
 from lit_sft.evaluation.judge.openai import OpenAIAPI
@@ -34,7 +35,7 @@ class JudgeResult:
     error: str | None = None
 
 
-class JudgeUnavailable(RuntimeError):
+class JudgeUnavailable(UserError, RuntimeError):
     """The judge server cannot be reached or does not serve the judge model."""
 
 
@@ -96,7 +97,7 @@ def server_api(name: str) -> ServerAPI:
     try:
         return APIS[name]
     except KeyError:
-        raise ValueError(f"unknown judge api {name!r}; choose one of {', '.join(APIS)}") from None
+        raise InvalidInput(f"unknown judge api {name!r}; choose one of {', '.join(APIS)}") from None
 
 
 class Judge:
