@@ -7,6 +7,7 @@
 <run>/tb/                       TensorBoard events
 <run>/checkpoints/last.ckpt     the resumable checkpoint; best-step*.ckpt the best weights
 <run>/model.safetensors         exported weights (Hugging Face GPT-2 layout) + config.json
+<run>/reference-logps.json      DPO: the reference's log-probabilities, when precomputed
 <run>/eval/                     evaluate's answers, scores and eval-summary.json
 ```
 """
@@ -59,6 +60,10 @@ class RunDir:
     @property
     def weights(self) -> Path:
         return self.path / WEIGHTS_FILENAME
+
+    @property
+    def reference_logps(self) -> Path:
+        return self.path / "reference-logps.json"
 
     @property
     def hf_config(self) -> Path:

@@ -129,8 +129,12 @@ class InstructionDataModule(L.LightningDataModule):
         train, test, val = split_entries(self.entries(), *self.fractions)
         self.splits = {"train": train, "val": val, "test": test}
         for name, entries in self.splits.items():
-            self.encoded[name] = [encode_entry(e, self.style, self.tokenizer) for e in entries]
+            self.encoded[name] = self.encode(entries)
             self._count_truncation(name)
+
+    def encode(self, entries: Sequence[Entry]) -> list[EncodedEntry]:
+        """The token ids of `entries` in this DataModule's prompt style."""
+        return [encode_entry(e, self.style, self.tokenizer) for e in entries]
 
     def _count_truncation(self, split: str) -> None:
         encoded, limit = self.encoded[split], self.allowed_max_length
