@@ -123,7 +123,9 @@ def timed(step, batches) -> tuple[list[float], list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gpt2-small", choices=["gpt2-small", "gpt2-medium", "tiny"])
+    parser.add_argument(
+        "--model", default="gpt2-small", choices=["gpt2-small", "gpt2-medium", "tiny"]
+    )
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1, help="steps left out of the medians")
     parser.add_argument("--batch-size", type=int, default=8)

@@ -81,6 +81,13 @@ class DPOModule(InstructionModule):
         # Precomputed reference log-probabilities per split, (pairs, 2): chosen, rejected.
         self._table: dict[str, Tensor] = {}
 
+    def setup(self, stage: str) -> None:
+        if not hasattr(self.trainer.datamodule, "pairs_loader"):
+            raise ValueError(
+                "method=dpo trains on preference pairs: add data=preference "
+                "({instruction, input, chosen, rejected} entries)"
+            )
+
     def configure_model(self) -> None:
         super().configure_model()
         # Runs before a resumed run restores its checkpoint: the policy still holds the initial

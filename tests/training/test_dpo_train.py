@@ -21,7 +21,7 @@ DPO_RUN = [
     "data.path=null",
     "data.synthetic_size=100",
     "data.batch_size=4",
-    "module.lr=1e-3",
+    "module.lr=1e-2",
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",
 ]
@@ -98,3 +98,8 @@ def test_killed_and_resumed_dpo_run_ends_with_the_same_weights(
     )
     for name, tensor in resumed.items():
         assert (tensor - expected[name]).abs().max() <= 1e-6, name
+
+
+def test_dpo_on_instruction_data_says_what_to_add(tmp_path: Path, tiny_config) -> None:
+    with pytest.raises(ValueError, match="method=dpo trains on preference pairs: add data=pref"):
+        train(tiny_config("method=dpo", run_dir=tmp_path))
