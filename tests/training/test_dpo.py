@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -141,3 +142,22 @@ def test_bad_loss_options_are_named() -> None:
         DPOModule(MODEL_CONFIG, logp="avg")
     with pytest.raises(ValueError, match="dpo.label_smoothing must be in"):
         DPOModule(MODEL_CONFIG, label_smoothing=0.5)
+
+
+def test_lora_reference_is_the_base_model_without_a_copy() -> None:
+    lora = pytest.importorskip("lit_sft.lora")  # LoRA lives on its own branch until merged
+    torch.manual_seed(0)
+    module = DPOModule(MODEL_CONFIG)
+    base = copy.deepcopy(module.model).requires_grad_(False)
+    lora.add_adapters(module.model, lora.LoRAConfig(rank=2, alpha=2.0, dropout=0.0))
+    with torch.no_grad():  # adapters start as the identity; make the policy differ from its base
+        for p in module.model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    module.configure_model()
+    assert module._frozen == []  # no second copy of the weights
+    batch = pairs(torch.Generator().manual_seed(3), [(3, 4, 2), (5, 1, 6)])
+    expected = sequence_logps(base, batch["input_ids"], batch["targets"])
+    assert (module.reference_logps(batch) - expected).abs().max() <= 1e-6
+    policy = module.logps(module.model, batch)
+    assert (policy - expected).abs().max() > 1e-3  # the adapters are back on afterwards
