@@ -1,4 +1,4 @@
-"""Token losses: cross-entropy over counted targets; gradients where every token weighs the same.
+"""Losses: token cross-entropy where every token weighs the same (SFT); the DPO loss of pairs.
 
 Worked example: a batch of two rows with 3 and 1 counted targets, losses [1, 2, 3] and [6], has a
 token mean of (1 + 2 + 3 + 6) / 4 = 3. Split into two micro-batches of one row each, the per-row
