@@ -37,11 +37,13 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     return {
         "model": cfg.model.name,
         "prompt": cfg.prompt.name,
-        "mask_instructions": cfg.data.mask_instructions,
+        # Preference data always masks its prompts.
+        "mask_instructions": cfg.data.get("mask_instructions", True),
         "weights": cfg.model.weights,
         "lr": cfg.module.lr,
         "batch_size": cfg.data.batch_size,
         "seed": cfg.seed,
+        **{f"dpo_{key}": value for key, value in cfg.get("dpo", {}).items()},
     }
 
 

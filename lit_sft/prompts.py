@@ -58,7 +58,23 @@ class Phi3(PromptStyle):
         return text
 
 
-PROMPT_STYLES: Mapping[str, type[PromptStyle]] = {style.name: style for style in (Alpaca, Phi3)}
+class ChatML(PromptStyle):
+    """OpenAI's ChatML turns; a `system` turn only for entries with a `system` field."""
+
+    name = "chatml"
+    response_header = "<|im_end|>\n<|im_start|>assistant\n"
+
+    def instruction_text(self, entry: Mapping[str, str]) -> str:
+        text = f"<|im_start|>system\n{entry['system']}<|im_end|>\n" if entry.get("system") else ""
+        text += f"<|im_start|>user\n{entry['instruction']}"
+        if entry.get("input"):
+            text += f"\n{entry['input']}"
+        return text
+
+
+PROMPT_STYLES: Mapping[str, type[PromptStyle]] = {
+    style.name: style for style in (Alpaca, Phi3, ChatML)
+}
 
 
 def prompt_style(name: str) -> PromptStyle:

@@ -10,6 +10,7 @@
 <run>/checkpoints/last.ckpt     the resumable checkpoint; best-step*.ckpt the best weights
 <run>/model.safetensors         exported weights (Hugging Face GPT-2 layout) + config.json,
                                 generation_config.json and the tokenizer files (lit_sft.export)
+<run>/reference-logps.json      DPO: the reference's log-probabilities, when precomputed
 <run>/eval/                     evaluate's answers, scores and eval-summary.json
 ```
 """
@@ -71,6 +72,10 @@ class RunDir:
     @property
     def weights(self) -> Path:
         return self.path / WEIGHTS_FILENAME
+
+    @property
+    def reference_logps(self) -> Path:
+        return self.path / "reference-logps.json"
 
     @property
     def hf_config(self) -> Path:

@@ -131,3 +131,15 @@ def test_slurm_launcher_config_resolves_against_the_trainer(tmp_path: Path) -> N
     launcher = cfg.hydra.launcher
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)
     assert get_class(launcher._target_).__name__ == "SlurmLauncher"
+
+
+def test_method_dpo_takes_the_book_defaults_and_dpo_overrides(tmp_path: Path) -> None:
+    cfg = compose_config(["method=dpo", "data=preference", "dpo.beta=0.2", "dpo.logp=mean"])
+    module = OmegaConf.to_container(cfg.module, resolve=True)
+    assert module["_target_"] == "lit_sft.training.dpo.DPOModule"
+    assert (module["lr"], module["weight_decay"], cfg.data.batch_size) == (5e-6, 0.01, 8)
+    assert (module["beta"], module["logp"], module["label_smoothing"]) == (0.2, "mean", 0.0)
+    assert module["precompute_reference"] is False
+    assert cfg.data.path.endswith(
+        "04_preference-tuning-with-dpo/instruction-data-with-preference.json"
+    )

@@ -130,7 +130,7 @@ class InstructionDataModule(L.LightningDataModule):
             train, test, val = split_entries(self.entries(), *self.fractions)
             self.splits = {"train": train, "val": val, "test": test}
             for name, entries in self.splits.items():
-                self.encoded[name] = [encode_entry(e, self.style, self.tokenizer) for e in entries]
+                self.encoded[name] = self.encode(entries)
                 self._count_truncation(name)
         self._check_split_sizes(stage)
 
@@ -157,6 +157,10 @@ class InstructionDataModule(L.LightningDataModule):
                     f"the {split} split is empty ({sizes} entries), in {source}; use more "
                     "entries, or change data.train_fraction / data.test_fraction"
                 )
+
+    def encode(self, entries: Sequence[Entry]) -> list[EncodedEntry]:
+        """The token ids of `entries` in this DataModule's prompt style."""
+        return [encode_entry(e, self.style, self.tokenizer) for e in entries]
 
     def _count_truncation(self, split: str) -> None:
         encoded, limit = self.encoded[split], self.allowed_max_length

@@ -1,6 +1,8 @@
-"""A synthetic instruction set with exactly checkable answers, generated from a seed.
+"""A synthetic instruction and preference set with exactly checkable answers, from a seed.
 
 It needs no download, so it is the offline default, and a tiny model learns it on a CPU in minutes.
+Every entry also carries a preference pair: `chosen` (the exact answer, as `output`) and
+`rejected` (a plausible wrong answer: an off-by-one sum, one letter changed, left unsorted, ...).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from lit_sft.data.entries import Entry
 
 
 def _letters(rng: random.Random) -> list[str]:
-    return rng.choices(string.ascii_lowercase, k=rng.randint(3, 5))
+    # Always three: answer token k then sits at a fixed distance from argument token k (for each
+    # task and layout), the easiest case for a small model's attention.
+    return rng.choices(string.ascii_lowercase, k=3)
 
 
 def _spaced(letters: list[str]) -> str:
@@ -22,39 +26,62 @@ def _spaced(letters: list[str]) -> str:
     return " ".join(letters)
 
 
+def _one_changed(rng: random.Random, letters: list[str]) -> list[str]:
+    """`letters` with one of them replaced by another letter of the same case."""
+    index = rng.randrange(len(letters))
+    alphabet = string.ascii_uppercase if letters[index].isupper() else string.ascii_lowercase
+    wrong = list(letters)
+    wrong[index] = rng.choice(alphabet.replace(letters[index], ""))
+    return wrong
+
+
 def _reverse(rng: random.Random, inline: bool) -> Entry:
     letters = _letters(rng)
-    return _task("Reverse the letters", _spaced(letters), _spaced(letters[::-1]), inline)
+    answer = letters[::-1]
+    return _task("Reverse the letters", letters, answer, _one_changed(rng, answer), inline)
 
 
 def _add(rng: random.Random, inline: bool) -> Entry:
     a, b = rng.randint(0, 20), rng.randint(0, 20)
-    return _task("Add the two numbers", f"{a} + {b}", str(a + b), inline)
+    wrong = a + b + (1 if a + b == 0 else rng.choice((-1, 1)))
+    return _task("Add the two numbers", [f"{a} + {b}"], [str(a + b)], [str(wrong)], inline)
 
 
 def _sort_letters(rng: random.Random, inline: bool) -> Entry:
     letters = _letters(rng)
-    return _task(
-        "Sort the letters alphabetically", _spaced(letters), _spaced(sorted(letters)), inline
-    )
+    answer = sorted(letters)
+    wrong = letters if letters != answer else _one_changed(rng, answer)
+    return _task("Sort the letters alphabetically", letters, answer, wrong, inline)
 
 
 def _uppercase(rng: random.Random, inline: bool) -> Entry:
     letters = _letters(rng)
-    return _task("Write in uppercase", _spaced(letters), _spaced(letters).upper(), inline)
+    answer = [letter.upper() for letter in letters]
+    wrong = list(answer)
+    index = rng.randrange(len(wrong))
+    wrong[index] = letters[index]  # one letter left in lowercase
+    return _task("Write in uppercase", letters, answer, wrong, inline)
 
 
 def _lowercase(rng: random.Random, inline: bool) -> Entry:
     letters = _letters(rng)
-    return _task("Write in lowercase", _spaced(letters).upper(), _spaced(letters), inline)
+    upper = [letter.upper() for letter in letters]
+    wrong = list(letters)
+    index = rng.randrange(len(wrong))
+    wrong[index] = upper[index]  # one letter left in uppercase
+    return _task("Write in lowercase", upper, letters, wrong, inline)
 
 
-def _task(instruction: str, argument: str, answer: str, inline: bool) -> Entry:
+def _task(
+    instruction: str, argument: list[str], answer: list[str], wrong: list[str], inline: bool
+) -> Entry:
     # The same task appears both with its argument inline and as a separate `input`, so both
     # prompt layouts get trained.
+    output = _spaced(answer)
+    entry = {"output": output, "chosen": output, "rejected": _spaced(wrong)}
     if inline:
-        return {"instruction": f"{instruction}: {argument}", "input": "", "output": answer}
-    return {"instruction": f"{instruction}.", "input": argument, "output": answer}
+        return {"instruction": f"{instruction}: {_spaced(argument)}", "input": "", **entry}
+    return {"instruction": f"{instruction}.", "input": _spaced(argument), **entry}
 
 
 TASKS: tuple[Callable[[random.Random, bool], Entry], ...] = (
@@ -67,6 +94,26 @@ TASKS: tuple[Callable[[random.Random, bool], Entry], ...] = (
 
 
 def synthetic_entries(num_entries: int, seed: int = 0) -> list[Entry]:
-    """`num_entries` instruction entries, the same for the same seed."""
+    """`num_entries` entries (with their preference pairs), the same for the same seed.
+
+    No question is asked twice, in either layout, so no test entry is ever a training entry.
+    """
     rng = random.Random(seed)
-    return [rng.choice(TASKS)(rng, rng.random() < 0.5) for _ in range(num_entries)]
+    entries, asked = [], set()
+    for _ in range(100 * num_entries):
+        entry = rng.choice(TASKS)(rng, rng.random() < 0.5)
+        question = _question(entry)
+        if question not in asked:
+            asked.add(question)
+            entries.append(entry)
+            if len(entries) == num_entries:
+                # Later draws collide more often on the tasks with few questions (sums).
+                rng.shuffle(entries)
+                return entries
+    raise ValueError(f"the synthetic tasks have fewer than {num_entries} distinct questions")
+
+
+def _question(entry: Entry) -> tuple[str, str]:
+    """The task and its argument, whichever layout the entry uses."""
+    task, _, inline = entry["instruction"].partition(": ")
+    return task.rstrip("."), entry["input"] or inline

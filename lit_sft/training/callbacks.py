@@ -18,11 +18,14 @@ from lit_sft.generation import generate
 from lit_sft.loggers import log_final, log_text
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX, Tokenizer
+from lit_sft.training.dpo import METRICS as DPO_METRICS
 
 SUMMARY_METRICS = {
     "train_loss": "train/loss",
     "val_loss": "val/loss",
     "val_response_loss": "val/response_loss",
+    # DPO's, beside its val/loss
+    **{f"val_{name.replace('/', '_')}": f"val/{name}" for name in DPO_METRICS[1:]},
 }
 
 

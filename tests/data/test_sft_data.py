@@ -56,7 +56,7 @@ def test_collate_truncates_to_allowed_max_length() -> None:
     assert out["targets"].tolist() == [[1, 2, 3, 4], [6, 50256, -100, -100]]
 
 
-@pytest.mark.parametrize("style_name", ["alpaca", "phi3"])
+@pytest.mark.parametrize("style_name", ["alpaca", "phi3", "chatml"])
 def test_masking_leaves_exactly_the_response_and_end_of_text(style_name, tokenizer) -> None:
     style = prompt_style(style_name)
     encoded = [encode_entry(e, style, tokenizer) for e in ENTRIES]
@@ -67,7 +67,7 @@ def test_masking_leaves_exactly_the_response_and_end_of_text(style_name, tokeniz
         assert tokenizer.decode(kept[:-1]) == entry["output"]
 
 
-@pytest.mark.parametrize("style_name", ["alpaca", "phi3"])
+@pytest.mark.parametrize("style_name", ["alpaca", "phi3", "chatml"])
 def test_without_masking_every_real_token_is_a_target(style_name, tokenizer) -> None:
     style = prompt_style(style_name)
     encoded = [encode_entry(e, style, tokenizer) for e in ENTRIES]
@@ -98,11 +98,24 @@ def test_prompt_formats_are_the_published_ones() -> None:
         "<|user|>\nConvert to passive voice.\nThe cat ate the fish.\n<|assistant|>:\n"
     )
     assert phi3.prompt(without) == "<|user|>\nName a primary color.\n<|assistant|>:\n"
+    chatml = prompt_style("chatml")
+    assert chatml.prompt(with_input) == (
+        "<|im_start|>user\nConvert to passive voice.\nThe cat ate the fish.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert chatml.prompt({**without, "system": "Be brief."}) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nName a primary color."
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert (
+        chatml.extract_response("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHey")
+        == "Hey"
+    )
 
 
 def test_unknown_prompt_style_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="alpaca, phi3"):
-        prompt_style("chatml")
+    with pytest.raises(ValueError, match="alpaca, chatml, phi3"):
+        prompt_style("llama3")
 
 
 def test_book_dataset_splits_935_110_55(book_data: Path) -> None:

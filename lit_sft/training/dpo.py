@@ -1,0 +1,229 @@
+"""The DPO LightningModule: a policy trained against a frozen reference on preference pairs."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lit_sft.files import write_json_atomic
+from lit_sft.model import GPT
+from lit_sft.run_dir import RunDir, read_json
+from lit_sft.training.losses import Batch, PreferenceLosses, dpo_loss, micro_batches, sequence_logps
+from lit_sft.training.sft import InstructionModule
+
+LOGP_REDUCTIONS = ("sum", "mean")
+# Logged as `train/<name>` and `val/<name>`: means over the pairs of a step or a validation.
+METRICS = (
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margin",
+    "rewards/accuracy",
+    "logps/chosen",
+    "logps/rejected",
+)
+
+
+def pair_metric_sums(out: PreferenceLosses, policy: Tensor) -> Tensor:
+    """The sums over pairs of each of METRICS; `policy` holds the rows' log-probabilities."""
+    chosen, rejected = out.chosen_rewards, out.rejected_rewards
+    values = (
+        out.losses.detach(),
+        chosen,
+        rejected,
+        chosen - rejected,
+        (chosen > rejected).float(),
+        policy[0::2].detach(),
+        policy[1::2].detach(),
+    )
+    return torch.stack([v.sum() for v in values])
+
+
+def lora_reference(model: GPT) -> Callable[[], contextlib.AbstractContextManager] | None:
+    """With LoRA adapters, the reference is the base model: the adapters switched off."""
+    try:
+        from lit_sft.lora import disable_adapters, has_adapters
+    except ImportError:  # LoRA not installed in this tree
+        return None
+    return (lambda: disable_adapters(model)) if has_adapters(model) else None
+
+
+class DPOModule(InstructionModule):
+    """Direct Preference Optimization of GPT-2 with AdamW (defaults: the book's recipe)."""
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        lr: float = 5e-6,
+        weight_decay: float = 0.01,
+        beta: float = 0.1,
+        logp: str = "sum",
+        label_smoothing: float = 0.0,
+        precompute_reference: bool = False,
+        **optimization: Any,
+    ) -> None:
+        """`logp`: a response's log-probability summed over its tokens (DPO, TRL) or their mean
+        (the book); `precompute_reference`: reference log-probabilities computed once, kept in
+        the run folder. `optimization`: InstructionModule's other options."""
+        if logp not in LOGP_REDUCTIONS:
+            raise ValueError(f"unknown dpo.logp {logp!r}; valid: {', '.join(LOGP_REDUCTIONS)}")
+        if not 0 <= label_smoothing < 0.5:
+            raise ValueError(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        super().__init__(model_config, lr=lr, weight_decay=weight_decay, **optimization)
+        # The frozen copy lives outside the module: not trained, not in checkpoints.
+        self._frozen: list[GPT] = []
+        # Precomputed reference log-probabilities per split, (pairs, 2): chosen, rejected.
+        self._table: dict[str, Tensor] = {}
+
+    def setup(self, stage: str) -> None:
+        if not hasattr(self.trainer.datamodule, "pairs_loader"):
+            raise ValueError(
+                "method=dpo trains on preference pairs: add data=preference "
+                "({instruction, input, chosen, rejected} entries)"
+            )
+
+    def configure_model(self) -> None:
+        super().configure_model()
+        # Runs before a resumed run restores its checkpoint: the policy still holds the initial
+        # weights, the ones the reference keeps.
+        if self._frozen or lora_reference(self.model) or self._read_table():
+            return
+        self._frozen.append(copy.deepcopy(self.model).requires_grad_(False).eval())
+
+    def logps(self, model: GPT, batch: Batch) -> Tensor:
+        """Each row's log-probability of its answer under `model`, per `logp`."""
+        mean = self.hparams.logp == "mean"
+        return sequence_logps(model, batch["input_ids"], batch["targets"], mean)
+
+    @torch.no_grad()
+    def reference_logps(self, batch: Batch, split: str | None = None) -> Tensor:
+        """The reference's log-probabilities of the rows (precomputed ones where `split` has)."""
+        if self.hparams.precompute_reference and split is not None:
+            table = self._table.get(split)
+            if table is None:
+                table = self._precompute()[split]
+            return table.to(self.device)[batch["pair_index"][0::2]].flatten()
+        with self._reference() as reference:
+            return self.logps(reference, batch)
+
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[GPT]:
+        disabled = lora_reference(self.model)
+        if disabled is not None:
+            with disabled():
+                yield self.model
+            return
+        if not self._frozen:
+            raise RuntimeError("the reference model was released after precomputing")
+        yield self._frozen[0].to(self.device)
+
+    def _table_path(self) -> Path:
+        return RunDir(self.trainer.default_root_dir).reference_logps
+
+    def _read_table(self) -> bool:
+        """Loads the run folder's precomputed reference log-probabilities; whether there are any."""
+        if not self.hparams.precompute_reference or self._trainer is None:
+            return False
+        saved = read_json(self._table_path())
+        if saved is not None:
+            self._table = {split: torch.tensor(rows) for split, rows in saved.items()}
+        return saved is not None
+
+    def compute_reference_table(self, loaders: dict[str, Iterable[Batch]]) -> dict[str, Tensor]:
+        """The reference's log-probabilities of every pair each loader yields, in its order, kept
+        for `reference_logps(batch, split)`; the frozen copy is released."""
+        for split, loader in loaders.items():
+            rows = [
+                self.reference_logps(self.transfer_batch_to_device(batch, self.device, 0))
+                for batch in loader
+            ]
+            self._table[split] = torch.cat(rows).view(-1, 2).cpu() if rows else torch.zeros(0, 2)
+        self._frozen.clear()  # each step now runs the policy only
+        return self._table
+
+    def _precompute(self) -> dict[str, Tensor]:
+        """The reference's log-probabilities of every train and validation pair, saved once."""
+        datamodule = self.trainer.datamodule
+        table = self.compute_reference_table(
+            {s: datamodule.pairs_loader(s) for s in ("train", "val")}
+        )
+        if self.trainer.is_global_zero:
+            write_json_atomic(self._table_path(), {k: v.tolist() for k, v in table.items()})
+        return table
+
+    def preference_losses(
+        self, batch: Batch, split: str | None = None
+    ) -> tuple[PreferenceLosses, Tensor]:
+        """The DPO losses of a batch's pairs, and the policy's log-probabilities of its rows."""
+        policy = self.logps(self.model, batch)
+        reference = self.reference_logps(batch, split)
+        hp = self.hparams
+        out = dpo_loss(
+            policy[0::2],
+            policy[1::2],
+            reference[0::2],
+            reference[1::2],
+            hp.beta,
+            hp.label_smoothing,
+        )
+        return out, policy
+
+    def backward_pair_mean(
+        self,
+        batch: Batch,
+        scale: Tensor | float,
+        split: str | None = None,
+        backward: Callable[[Tensor], None] = Tensor.backward,
+    ) -> Tensor:
+        """Accumulates the gradient of `scale` x the summed pair losses, one micro-batch at a time;
+        returns the (detached) sums of METRICS."""
+        size = self.hparams.micro_batch_size
+        sums = torch.zeros(len(METRICS), device=batch["input_ids"].device)
+        for chunk in micro_batches(batch, 2 * size if size else None):
+            out, policy = self.preference_losses(chunk, split)
+            backward(out.losses.sum() * scale)
+            sums += pair_metric_sums(out, policy)
+        return sums
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        strategy = self.trainer.strategy
+        pairs = strategy.reduce(
+            torch.tensor(batch["input_ids"].shape[0] / 2, device=self.device), reduce_op="sum"
+        )
+        optimizer.zero_grad()
+        # DDP averages gradients over ranks: world_size / global pairs makes it the mean pair loss.
+        scale = self.trainer.world_size / pairs
+        sums = self.backward_pair_mean(batch, scale, "train", self.manual_backward)
+        self._clip_gradients()
+        optimizer.step()
+        scheduler.step()
+        means = strategy.reduce(sums, reduce_op="sum") / pairs
+        self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
+        self._log_metrics("train", means, prog_bar=True)
+        self.log("train/tokens_seen", float(self.tokens_seen))
+        self.log("train/lr", scheduler.get_last_lr()[0])
+        return means[0]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out, policy = self.preference_losses(batch, "val")
+        self.val_totals += torch.cat(
+            [pair_metric_sums(out, policy), torch.ones(1, device=self.device) * len(out.losses)]
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_totals = torch.zeros(len(METRICS) + 1, dtype=torch.float64, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        totals = self.trainer.strategy.reduce(self.val_totals, reduce_op="sum")
+        self._log_metrics("val", totals[:-1] / totals[-1].clamp(min=1))
+
+    def _log_metrics(self, split: str, means: Tensor, prog_bar: bool = False) -> None:
+        for name, value in zip(METRICS, means, strict=True):
+            self.log(f"{split}/{name}", value.float(), prog_bar=prog_bar and name == "loss")

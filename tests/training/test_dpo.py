@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_sft.data.preference import EncodedPair, collate_preferences
+from lit_sft.data.sft import EncodedEntry
+from lit_sft.model import GPT, GPTConfig
+from lit_sft.tokenizer import IGNORE_INDEX
+from lit_sft.training.dpo import DPOModule
+from lit_sft.training.losses import dpo_loss, sequence_logps
+
+CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
+MODEL_CONFIG = {"vocab_size": 101, "context_length": 64, "emb_dim": 32, "n_layers": 2, "n_heads": 4}
+
+
+def constant_logits_model(logits: list[float]) -> GPT:
+    """A GPT whose every position predicts `logits` for tokens 0, 1, ... (the rest: -inf-ish)."""
+    model = GPT(CONFIG)
+    with torch.no_grad():
+        # The final norm then outputs its bias whatever the input: (1, 0, ..., 0).
+        model.final_norm.weight.zero_()
+        model.final_norm.bias.zero_()
+        model.final_norm.bias[0] = 1.0
+        model.out_head.weight.zero_()
+        model.out_head.weight[:, 0] = -1e4
+        model.out_head.weight[: len(logits), 0] = torch.tensor(logits)
+    return model
+
+
+def pairs(generator: torch.Generator, lengths: list[tuple[int, int, int]]) -> dict:
+    """Pairs of (prompt, chosen, rejected) lengths with random tokens below 100 (100 pads)."""
+    encoded = []
+    for index, (prompt, chosen, rejected) in enumerate(lengths):
+        tokens = torch.randint(0, 100, (prompt + chosen + rejected,), generator=generator).tolist()
+        head = tokens[:prompt]
+        encoded.append(
+            EncodedPair(
+                index,
+                EncodedEntry(head + tokens[prompt : prompt + chosen], prompt),
+                EncodedEntry(head + tokens[prompt + chosen :], prompt),
+            )
+        )
+    return collate_preferences(encoded, pad_id=100)
+
+
+def test_loss_is_log_2_with_zero_margin_when_policy_is_reference() -> None:
+    logps = torch.tensor([-3.0, -7.5])
+    out = dpo_loss(logps, logps - 2, logps, logps - 2, beta=0.1)
+    torch.testing.assert_close(out.losses, torch.full((2,), math.log(2)))
+    assert out.chosen_rewards.tolist() == out.rejected_rewards.tolist() == [0.0, 0.0]
+
+
+def test_loss_matches_the_hand_computed_docstring_example() -> None:
+    one = torch.tensor
+    out = dpo_loss(one([-1.0]), one([-3.0]), one([-2.0]), one([-2.0]), beta=0.5)
+    assert out.losses.item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-7)  # 0.3133
+    assert (out.chosen_rewards.item(), out.rejected_rewards.item()) == (0.5, -0.5)
+    smoothed = dpo_loss(one([-1.0]), one([-3.0]), one([-2.0]), one([-2.0]), 0.5, 0.1)
+    # 0.9·log(1 + e⁻¹) + 0.1·log(1 + e¹)
+    assert smoothed.losses.item() == pytest.approx(0.9 * 0.3132617 + 0.1 * 1.3132617, abs=1e-6)
+
+
+@pytest.mark.parametrize("logp", ["sum", "mean"])
+def test_dpo_loss_of_a_tiny_pair_is_the_hand_computed_one(logp: str) -> None:
+    # Policy: logits (0, 0) over tokens 0 and 1, so every target has log-probability −log 2.
+    # Reference: logits (log 3, 0): token 0 has log(3/4), token 1 log(1/4); the rest ~ −1e4.
+    policy_module = DPOModule(MODEL_CONFIG, beta=0.5, logp=logp)
+    policy_module.model = constant_logits_model([0.0, 0.0])
+    policy_module._frozen.append(constant_logits_model([math.log(3), 0.0]))
+    # Prompt [1], chosen [0, 0] + end-of-text, rejected [1] + end-of-text; end-of-text = pad = 1.
+    pair = EncodedPair(0, EncodedEntry([1, 0, 0], 1), EncodedEntry([1, 1], 1))
+    batch = collate_preferences([pair], pad_id=1)
+    out, policy = policy_module.preference_losses(batch)
+    n_chosen, n_rejected = 3, 2  # targets: chosen 0, 0, 1; rejected 1, 1
+    ref_chosen = 2 * math.log(3 / 4) + math.log(1 / 4)
+    ref_rejected = 2 * math.log(1 / 4)
+    if logp == "sum":
+        pc, pr, rc, rr = -3 * math.log(2), -2 * math.log(2), ref_chosen, ref_rejected
+    else:
+        pc, pr = -math.log(2), -math.log(2)
+        rc, rr = ref_chosen / n_chosen, ref_rejected / n_rejected
+    z = 0.5 * ((pc - rc) - (pr - rr))
+    assert policy.tolist() == pytest.approx([pc, pr], abs=1e-5)
+    assert out.losses.item() == pytest.approx(math.log(1 + math.exp(-z)), abs=1e-5)
+    assert out.chosen_rewards.item() == pytest.approx(0.5 * (pc - rc), abs=1e-5)
+
+
+def test_sequence_logps_equal_the_log_softmax_of_full_logits() -> None:
+    torch.manual_seed(0)
+    model = GPT(CONFIG)
+    batch = pairs(torch.Generator().manual_seed(1), [(3, 4, 2), (5, 1, 6)])
+    logprobs = F.log_softmax(model(batch["input_ids"]), dim=-1)
+    keep = batch["targets"] != IGNORE_INDEX
+    gathered = logprobs.gather(-1, batch["targets"].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    expected = (gathered * keep).sum(dim=1)
+    torch.testing.assert_close(
+        sequence_logps(model, batch["input_ids"], batch["targets"]), expected
+    )
+    torch.testing.assert_close(
+        sequence_logps(model, batch["input_ids"], batch["targets"], mean=True),
+        expected / keep.sum(dim=1),
+    )
+
+
+def gradients(module: DPOModule, batch: dict, micro_batch_size: int | None) -> list[torch.Tensor]:
+    module.hparams.micro_batch_size = micro_batch_size
+    module.model.zero_grad()
+    module.backward_pair_mean(batch, 1 / (batch["input_ids"].shape[0] // 2))
+    return [p.grad.clone() for p in module.model.parameters()]
+
+
+@pytest.mark.parametrize("logp", ["sum", "mean"])
+def test_micro_batches_give_the_whole_batch_gradient(logp: str) -> None:
+    torch.manual_seed(0)
+    module = DPOModule(MODEL_CONFIG, logp=logp)
+    module.configure_model()  # the frozen reference: the initial weights
+    with torch.no_grad():  # a policy that differs from its reference
+        for p in module.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    lengths = [(3, 2, 30), (20, 5, 1), (2, 3, 4), (9, 12, 2)]
+    batch = pairs(torch.Generator().manual_seed(2), lengths)
+    whole = gradients(module, batch, None)
+    for size in (1, 2):
+        for full, micro in zip(whole, gradients(module, batch, size), strict=True):
+            assert (micro - full).abs().max() <= 1e-6
+    # The whole-batch gradient itself: that of the plain mean of the pairs' losses.
+    module.model.zero_grad()
+    out, _ = module.preference_losses(batch)
+    out.losses.mean().backward()
+    for full, ref in zip(whole, (p.grad for p in module.model.parameters()), strict=True):
+        assert (full - ref).abs().max() <= 1e-6
+    assert max(g.abs().max() for g in whole) > 1e-3  # not all zero
+
+
+def test_bad_loss_options_are_named() -> None:
+    with pytest.raises(ValueError, match="unknown dpo.logp 'avg'; valid: sum, mean"):
+        DPOModule(MODEL_CONFIG, logp="avg")
+    with pytest.raises(ValueError, match="dpo.label_smoothing must be in"):
+        DPOModule(MODEL_CONFIG, label_smoothing=0.5)
+
+
+def test_lora_reference_is_the_base_model_without_a_copy() -> None:
+    lora = pytest.importorskip("lit_sft.lora")  # LoRA lives on its own branch until merged
+    torch.manual_seed(0)
+    module = DPOModule(MODEL_CONFIG)
+    base = copy.deepcopy(module.model).requires_grad_(False)
+    lora.add_adapters(module.model, lora.LoRAConfig(rank=2, alpha=2.0, dropout=0.0))
+    with torch.no_grad():  # adapters start as the identity; make the policy differ from its base
+        for p in module.model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    module.configure_model()
+    assert module._frozen == []  # no second copy of the weights
+    batch = pairs(torch.Generator().manual_seed(3), [(3, 4, 2), (5, 1, 6)])
+    expected = sequence_logps(base, batch["input_ids"], batch["targets"])
+    assert (module.reference_logps(batch) - expected).abs().max() <= 1e-6
+    policy = module.logps(module.model, batch)
+    assert (policy - expected).abs().max() > 1e-3  # the adapters are back on afterwards
