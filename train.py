@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import export_hf, load_weights, resolve_weights
 from lit_sft.data.sft import InstructionDataModule
+from lit_sft.lora import LoRAConfig, add_adapters, merge_adapters
 from lit_sft.training.callbacks import RunSummary
 from lit_sft.training.sft import InstructionModule
 
@@ -27,14 +28,24 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
         "prompt": cfg.prompt.name,
         "mask_instructions": cfg.data.mask_instructions,
         "weights": cfg.model.weights,
+        "adapter": cfg.adapter.name,
         "lr": cfg.module.lr,
         "batch_size": cfg.data.batch_size,
         "seed": cfg.seed,
     }
 
 
+def lora_config(cfg: DictConfig) -> LoRAConfig | None:
+    """The LoRA settings of `adapter=lora`; None for full finetuning (`adapter=none`)."""
+    settings = OmegaConf.to_container(cfg.adapter, resolve=True)
+    name = settings.pop("name")
+    if name not in ("none", "lora"):
+        raise ValueError(f"adapter.name={name!r}: expected none or lora")
+    return LoRAConfig(**settings) if name == "lora" else None
+
+
 def build_module(cfg: DictConfig) -> InstructionModule:
-    """The LightningModule, with pretrained or given weights loaded if the config asks for them."""
+    """The LightningModule: given or pretrained weights loaded, LoRA adapters added if asked."""
     model_config = OmegaConf.to_container(cfg.model.arch, resolve=True)
     module = instantiate(cfg.module, model_config=model_config, _convert_="all")
     weights = resolve_weights(
@@ -46,6 +57,9 @@ def build_module(cfg: DictConfig) -> InstructionModule:
     if weights is not None:
         load_weights(module.model, weights)
         log.info("loaded weights from %s", weights)
+        module.base_weights = str(weights)
+    if (lora := lora_config(cfg)) is not None:
+        add_adapters(module.model, lora)
     return module
 
 
@@ -65,7 +79,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if cfg.export_weights and trainer.is_global_zero:
-        export_hf(module.model, run_dir)
+        # LoRA adapters are folded into the weights: the export is a plain GPT-2.
+        export_hf(merge_adapters(module.model), run_dir)
     return summary.result
 
 
