@@ -54,12 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="where to write the files")
     parser.add_argument("--adapters-only", action="store_true", help="a LoRA run's adapters alone")
     args = parser.parse_args(argv)
-    run_dir = RunDir(args.run_dir)
+    write = export_adapters if args.adapters_only else export_model
     try:
-        if not run_dir.is_run():
-            raise ValueError(f"{run_dir.path} is not a training run (no .hydra/config.yaml)")
-        write = export_adapters if args.adapters_only else export_model
-        out = write(run_dir, args.out_dir)
+        out = write(RunDir(args.run_dir), args.out_dir)
     except (ValueError, FileNotFoundError) as error:
         parser.exit(1, f"python -m lit_sft.export: {error}\n")
     print(f"wrote {out}")

@@ -76,6 +76,7 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / rank
         self.dropout = nn.Dropout(dropout)
         self.enabled = True
+        self.train(linear.training)  # an adapter added to a model in eval mode has no dropout
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.linear(x, self.weight, self.bias)
