@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from lit_sft.export import main as export_main
@@ -47,7 +49,11 @@ def lora_config(run_dir: Path, base: Path, *extra: str):
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, base_weights: Path) -> Path:
     run_dir = tmp_path_factory.mktemp("lora") / "run"
-    train(lora_config(run_dir, base_weights))
+    cfg = lora_config(run_dir, base_weights)
+    train(cfg)
+    # Hydra, not train(), writes the composed config; do what it does.
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     return run_dir
 
 
@@ -143,3 +149,22 @@ def test_adapters_only_on_a_full_run_is_one_clear_line(tiny_config, tmp_path: Pa
         export_main([str(run_dir), str(tmp_path / "out"), "--adapters-only"])
     assert exit_info.value.code == 1
     assert "was not trained with adapter=lora" in capsys.readouterr().err
+
+
+def test_evaluate_and_chat_work_on_a_lora_run_unchanged(lora_run: Path, tmp_path: Path) -> None:
+    from chat import build_chat
+    from evaluate import evaluate
+    from tests.evaluation.test_evaluation import eval_config
+
+    run_dir = shutil.copytree(lora_run, tmp_path / "run")
+    args = ["scorer=exact_match", "limit=4", "max_new_tokens=4", "batch_size=4"]
+    assert evaluate(eval_config(f"run_dir={run_dir}", *args))["entries"] == 4
+    chat = build_chat(
+        compose_config([f"run_dir={run_dir}", "max_new_tokens=5"], config_name="chat")
+    )
+    merged = load_file(run_dir / "model.safetensors")
+    qkv = chat.model.blocks[1].attn.qkv.weight
+    assert torch.equal(qkv, merged["transformer.h.1.attn.c_attn.weight"].t())
+    out = io.StringIO()
+    chat.reply("Reverse the word 'cat'.", "", out)
+    assert out.getvalue() == "".join(chat.answer("Reverse the word 'cat'.")) + "\n"
