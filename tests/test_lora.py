@@ -129,3 +129,15 @@ def test_adapter_config_is_read_back_from_the_model() -> None:
 def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LoRAConfig(**kwargs)
+
+
+def test_the_adapter_group_maps_onto_lora_config(tmp_path: Path) -> None:
+    from tests.helpers.config import compose_config
+    from train import lora_config
+
+    assert lora_config(compose_config([], tmp_path)) is None  # adapter=none: full finetuning
+    assert lora_config(compose_config(["adapter=lora"], tmp_path)) == LoRAConfig(
+        rank=16, alpha=32, dropout=0.05, targets=("qkv", "attn_proj", "fc", "mlp_proj")
+    )
+    head = compose_config(["adapter=lora", "adapter.targets=[fc,out_head]"], tmp_path)
+    assert lora_config(head).targets == ("fc", "out_head")
