@@ -126,3 +126,12 @@ def test_batch_encoding_equals_one_by_one() -> None:
     assert encode_entries(entries, style, tokenizer) == [
         encode_entry(e, style, tokenizer) for e in entries
     ]
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2, 3, 50])
+def test_encode_batch_keeps_order_for_any_thread_count(threads: int | None) -> None:
+    tokenizer = Tokenizer()
+    texts = [f"entry {i} " * (i % 5) for i in range(23)] + ["é<|endoftext|>"]
+    expected = [tokenizer.encoding.encode(t, allowed_special={"<|endoftext|>"}) for t in texts]
+    assert tokenizer.encode_batch(texts, num_threads=threads) == expected
+    assert tokenizer.encode_batch([], num_threads=threads) == []

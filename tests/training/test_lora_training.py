@@ -168,3 +168,12 @@ def test_evaluate_and_chat_work_on_a_lora_run_unchanged(lora_run: Path, tmp_path
     out = io.StringIO()
     chat.reply("Reverse the word 'cat'.", "", out)
     assert out.getvalue() == "".join(chat.answer("Reverse the word 'cat'.")) + "\n"
+
+
+def test_loading_a_lora_checkpoint_as_a_model_says_what_it_holds(lora_run: Path) -> None:
+    from lit_sft.checkpoints import load_state_dict_file
+
+    with pytest.raises(
+        ValueError, match=r"last\.ckpt holds only LoRA adapters.*model\.safetensors"
+    ):
+        load_state_dict_file(lora_run / "checkpoints" / "last.ckpt")
