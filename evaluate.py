@@ -68,6 +68,22 @@ def weights_path(cfg: DictConfig, source: DictConfig, is_run: bool) -> Path | No
     )
 
 
+def model_config(source: DictConfig) -> dict[str, Any]:
+    """The GPT architecture `source` (a run's config, or this one) names."""
+    # Run folders written before `arch` carried it keep tie_weights beside `arch`.
+    return {
+        "tie_weights": source.model.tie_weights,
+        **OmegaConf.to_container(source.model.arch, resolve=True),
+    }
+
+
+def device_of(device: str) -> str:
+    """`device`, with auto meaning cuda if available, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def scores_of(
     cfg: DictConfig, responses: list[dict[str, Any]], run_dir: RunDir
 ) -> list[float] | list[float | None]:
@@ -104,15 +120,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     weights = weights_path(cfg, source, is_run)
     if weights is None:
         log.warning("no weights given: evaluating a randomly initialised model")
-    # Run folders written before `arch` carried it keep tie_weights beside `arch`.
-    model_config = {
-        "tie_weights": source.model.tie_weights,
-        **OmegaConf.to_container(source.model.arch, resolve=True),
-    }
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_config, weights, device)
+    model = load_model(model_config(source), weights, device_of(cfg.device))
     entries = rebuild_test_split(instantiate(source.data))[: cfg.limit]
     log.info("answering %d test entries with %s into %s", len(entries), weights, run_dir.eval_dir)
     responses = generate_responses(

@@ -20,10 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import load_weights, resolve_weights
 from lit_sft.data.sft import InstructionDataModule
-from lit_sft.errors import debugging, exit_if_user_error, one_line, run_cli, user_error_in
+from lit_sft.errors import (
+    InvalidInput,
+    debugging,
+    exit_if_user_error,
+    one_line,
+    run_cli,
+    user_error_in,
+)
 from lit_sft.export import export_for_serving
 from lit_sft.files import write_json_atomic
 from lit_sft.loggers import finish, reopen_arguments
+from lit_sft.lora import LoRAConfig, add_adapters, merge_adapters
 from lit_sft.run_dir import RunDir
 from lit_sft.training.callbacks import RunSummary, failure_summary
 from lit_sft.training.console import closing_line, header_line, quiet_lightning, weights_source
@@ -40,6 +48,7 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
         # Preference data always masks its prompts.
         "mask_instructions": cfg.data.get("mask_instructions", True),
         "weights": cfg.model.weights,
+        "adapter": cfg.adapter.name,
         "lr": cfg.module.lr,
         "batch_size": cfg.data.batch_size,
         "seed": cfg.seed,
@@ -47,8 +56,18 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def lora_config(cfg: DictConfig) -> LoRAConfig | None:
+    """The LoRA settings of `adapter=lora`; None for full finetuning (`adapter=none`)."""
+    settings = OmegaConf.to_container(cfg.adapter, resolve=True)
+    name = settings.pop("name")
+    if name not in ("none", "lora"):
+        raise InvalidInput(f"adapter.name={name!r}: expected none or lora")
+    return LoRAConfig(**settings) if name == "lora" else None
+
+
 def build_module(cfg: DictConfig) -> tuple[InstructionModule, Path | None]:
-    """The LightningModule with the weights the config asks for loaded, and their file."""
+    """The LightningModule (given or pretrained weights loaded, LoRA adapters added if asked),
+    and the weights file."""
     model_config = OmegaConf.to_container(cfg.model.arch, resolve=True)
     module = instantiate(cfg.module, model_config=model_config, _convert_="all")
     weights = resolve_weights(
@@ -60,6 +79,9 @@ def build_module(cfg: DictConfig) -> tuple[InstructionModule, Path | None]:
     )
     if weights is not None:
         load_weights(module.model, weights)
+        module.base_weights = str(weights)
+    if (lora := lora_config(cfg)) is not None:
+        add_adapters(module.model, lora)
     return module, weights
 
 
@@ -114,7 +136,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         finish(loggers.values())
     if cfg.export_weights and trainer.is_global_zero:
-        export_for_serving(module.model, run_dir)
+        # LoRA adapters are folded into the weights: the export is a plain GPT-2.
+        export_for_serving(merge_adapters(module.model), run_dir)
     if trainer.is_global_zero:
         log.info(closing_line(result, run_dir))
     return result

@@ -110,6 +110,11 @@ def _lightning_checkpoint_model(path: Path) -> dict[str, Tensor]:
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise InvalidInput(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+    if "adapter" in checkpoint:
+        raise InvalidInput(
+            f"{path} holds only LoRA adapters, not a whole model; use the run's merged "
+            "model.safetensors (trained with export_weights=true), or python -m lit_sft.export"
+        )
     prefix = "model."
     return {k.removeprefix(prefix): t for k, t in state.items() if k.startswith(prefix)}
 

@@ -3,7 +3,9 @@
 `python -m lit_sft.export <run folder or weights file> <out_dir>` writes, for any checkpoint
 (model.safetensors, last.ckpt, best-step*.ckpt), the Hugging Face GPT-2 layout: model.safetensors
 and config.json (`checkpoints.export_hf`), generation_config.json, and GPT-2's tokenizer files
-(vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json), offline.
+(vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json), offline. A LoRA run's
+folder holds its weights with the adapters merged; `--adapters-only` writes its adapters alone
+(adapter_model.safetensors + adapter_config.json naming rank, alpha, targets and base weights).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from lit_sft.checkpoints import export_hf, load_model
+from lit_sft.lora import LoRAConfig, save_adapters
 from lit_sft.model import GPT
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import END_OF_TEXT, gpt2_bpe_files
@@ -92,6 +96,22 @@ def model_config(run: RunDir | None, model: str | None) -> dict[str, Any]:
     return {"tie_weights": cfg.model.tie_weights, **arch}
 
 
+def export_adapters(run: RunDir, out_dir: Path) -> Path:
+    """The adapters of a LoRA run's last checkpoint, written to `out_dir`."""
+    if not run.last_checkpoint.is_file():
+        raise FileNotFoundError(f"{run.path} has no checkpoints/last.ckpt to take adapters from")
+    # weights_only refuses pickled code; the checkpoint holds only tensors and plain data.
+    checkpoint = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+    if "adapter" not in checkpoint:
+        raise ValueError(
+            f"{run.path} was not trained with adapter=lora: it has no adapters to export; "
+            "drop --adapters-only to export the whole model"
+        )
+    tensors = {k.removeprefix("model."): t for k, t in checkpoint["state_dict"].items()}
+    config = LoRAConfig(**checkpoint["adapter"])
+    return save_adapters(tensors, config, checkpoint.get("base_weights"), out_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: `python -m lit_sft.export <run_dir or weights> <out_dir> [--model NAME]`."""
     parser = argparse.ArgumentParser(prog="python -m lit_sft.export", description=__doc__)
@@ -100,8 +120,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--model", help="the model config of a file outside a run folder, e.g. gpt2-small"
     )
+    parser.add_argument("--adapters-only", action="store_true", help="a LoRA run's adapters alone")
     args = parser.parse_args(argv)
     try:
+        if args.adapters_only:
+            print(f"wrote {export_adapters(RunDir(args.source), args.out_dir)}", file=sys.stderr)
+            return
         run, weights = source_of(args.source)
         model = load_model(model_config(run if args.model is None else None, args.model), weights)
     except (FileNotFoundError, ValueError, MissingConfigException) as error:  # the user's names

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -71,6 +71,63 @@ def generate(
     Prompts longer than the context keep their last tokens; generation never goes past the
     context length.
     """
+    new_tokens = list(
+        decode_steps(
+            model,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            eos_id=eos_id,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            use_cache=use_cache,
+        )
+    )
+    return (
+        [_until_eos(column, eos_id) for column in torch.stack(new_tokens, 1).tolist()]
+        if new_tokens
+        else [[] for _ in prompts]
+    )
+
+
+def stream(
+    model: GPT,
+    prompt: Sequence[int],
+    *,
+    max_new_tokens: int = 256,
+    eos_id: int = END_OF_TEXT,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """`generate` of one prompt, yielding each new token as soon as it is chosen."""
+    steps = decode_steps(
+        model,
+        [prompt],
+        max_new_tokens=max_new_tokens,
+        eos_id=eos_id,
+        temperature=temperature,
+        top_k=top_k,
+        generator=generator,
+    )
+    for token in steps:
+        if int(token[0]) == eos_id:
+            return
+        yield int(token[0])
+
+
+def decode_steps(
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    use_cache: bool = True,
+) -> Iterator[Tensor]:
+    """The token (B,) chosen at each step, `eos_id` once a sequence is done; stops when all are."""
     context = model.config.context_length
     prompts = [list(p)[-(context - 1) :] for p in prompts]
     device = next(model.parameters()).device
@@ -91,29 +148,25 @@ def generate(
         else None
     )
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    new_tokens = []
     start = 0
     for _ in range(steps):
-        logits = model(
-            ids[:, start:],
-            positions=positions_of(real)[:, start:],
-            attn_mask=attention_mask(real, start),
-            cache=cache,
-        )[:, -1]
-        token = next_token(logits.float(), temperature, top_k, generator)
-        token = torch.where(done, eos_id, token)
-        done |= token == eos_id
-        new_tokens.append(token)
+        # Inference mode per step, not around the generator, so a caller may stop between steps.
+        with torch.inference_mode():
+            logits = model(
+                ids[:, start:],
+                positions=positions_of(real)[:, start:],
+                attn_mask=attention_mask(real, start),
+                cache=cache,
+            )[:, -1]
+            token = next_token(logits.float(), temperature, top_k, generator)
+            token = torch.where(done, eos_id, token)
+            done |= token == eos_id
+        yield token
         if bool(done.all()):
-            break
+            return
         ids = torch.cat([ids, token.unsqueeze(1)], dim=1)
         real = torch.cat([real, torch.ones_like(token, dtype=torch.bool).unsqueeze(1)], dim=1)
         start = ids.shape[1] - 1 if use_cache else 0
-    return (
-        [_until_eos(column, eos_id) for column in torch.stack(new_tokens, 1).tolist()]
-        if new_tokens
-        else [[] for _ in prompts]
-    )
 
 
 def _until_eos(tokens: list[int], eos_id: int) -> list[int]:

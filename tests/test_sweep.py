@@ -100,3 +100,35 @@ def test_a_failed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path) -> None:
         rows = {row["run"]: row for row in csv.DictReader(handle)}
     assert (rows["0"]["status"], rows["0"]["error"]) == ("failed", message)
     assert rows["1"]["status"] == "finished"
+
+
+def test_a_lora_rank_by_data_size_sweep_reports_both_as_columns(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        "train.py",
+        "-m",
+        *TINY_RUN,
+        "adapter=lora",
+        "adapter.rank=2,4",
+        "data.max_train_entries=40,80",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.num}",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = collect_runs(sweep_dir)
+    assert swept_keys(runs) == ["adapter.rank", "data.max_train_entries"]
+    # emb 32, 2 layers: rank x (in + out) over qkv, attention and MLP projections.
+    per_rank = 2 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))
+    trainable = {(r.overrides["adapter.rank"], r.summary["trainable_parameters"]) for r in runs}
+    assert trainable == {("2", 2 * per_rank), ("4", 4 * per_rank)}
+    assert main([str(sweep_dir)]) == 0
+    header = (sweep_dir / "report.md").read_text().splitlines()[2]
+    assert header.startswith("| # | adapter.rank | data.max_train_entries | val loss |")
+    with open(sweep_dir / "report.csv", newline="") as handle:
+        sizes = sorted(row["data.max_train_entries"] for row in csv.DictReader(handle))
+    assert sizes == ["40", "40", "80", "80"]

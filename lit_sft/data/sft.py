@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
 from lit_sft import prompts
 from lit_sft.data.entries import Entry, load_entries, split_entries
@@ -29,6 +30,9 @@ BOOK_DATA_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/"
     "instruction-data.json"
 )
+OVERLENGTH = ("truncate", "drop")
+# Entries per tiktoken batch: big for its threads, small for a smooth bar (shown past one chunk).
+ENCODE_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,21 @@ def encode_entry(entry: Entry, style: PromptStyle, tokenizer: Tokenizer) -> Enco
     """Prompt and response encoded separately, so the prompt's length (and the mask) is exact."""
     prompt = tokenizer.encode(style.prompt(entry))
     return EncodedEntry(prompt + tokenizer.encode(entry["output"]), len(prompt))
+
+
+def encode_entries(
+    entries: Sequence[Entry], style: PromptStyle, tokenizer: Tokenizer, progress: bool = False
+) -> list[EncodedEntry]:
+    """`encode_entry` of each entry, in tiktoken's batch encoding (threads), with a progress bar."""
+    encoded: list[EncodedEntry] = []
+    with tqdm(total=len(entries), desc="encoding", unit="entry", disable=not progress) as bar:
+        for start in range(0, len(entries), ENCODE_CHUNK):
+            chunk = entries[start : start + ENCODE_CHUNK]
+            prompts = tokenizer.encode_batch([style.prompt(e) for e in chunk])
+            outputs = tokenizer.encode_batch([e["output"] for e in chunk])
+            encoded += [EncodedEntry(p + o, len(p)) for p, o in zip(prompts, outputs, strict=True)]
+            bar.update(len(chunk))
+    return encoded
 
 
 def collate_instructions(
@@ -95,9 +114,23 @@ class InstructionDataModule(L.LightningDataModule):
         seed: int = 123,
         synthetic_size: int = 2000,
         cache_dir: str | None = None,
+        overlength: str = "truncate",
+        max_train_entries: int | None = None,
     ) -> None:
-        """`path`: a JSON/JSONL file or URL; None generates `synthetic_size` synthetic entries."""
+        """`path`: a JSON/JSONL file or URL; None generates `synthetic_size` synthetic entries.
+
+        Train entries longer than `allowed_max_length` are truncated (the book) or, with
+        `overlength="drop"`, left out; `max_train_entries` keeps the first N train entries.
+        """
         super().__init__()
+        if overlength not in OVERLENGTH:
+            raise InvalidInput(f"data.overlength={overlength!r}: expected one of {OVERLENGTH}")
+        if max_train_entries is not None and max_train_entries < 1:
+            raise InvalidInput(
+                f"data.max_train_entries={max_train_entries}: expected N >= 1 or null"
+            )
+        self.overlength = overlength
+        self.max_train_entries = max_train_entries
         self.path = path
         self.style = prompts.prompt_style(prompt_style)
         self.batch_size = batch_size
@@ -114,6 +147,7 @@ class InstructionDataModule(L.LightningDataModule):
         self.encoded: dict[str, list[EncodedEntry]] = {}
         self.truncated: dict[str, int] = {}
         self.response_cut: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
 
     def prepare_data(self) -> None:
         if self.path is not None and is_remote(self.path):
@@ -128,9 +162,11 @@ class InstructionDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             train, test, val = split_entries(self.entries(), *self.fractions)
-            self.splits = {"train": train, "val": val, "test": test}
+            self.splits = {"train": self._first_train_entries(train), "val": val, "test": test}
             for name, entries in self.splits.items():
                 self.encoded[name] = self.encode(entries)
+                if name == "train" and self.overlength == "drop":
+                    self._drop_overlength_train()
                 self._count_truncation(name)
         self._check_split_sizes(stage)
 
@@ -160,7 +196,36 @@ class InstructionDataModule(L.LightningDataModule):
 
     def encode(self, entries: Sequence[Entry]) -> list[EncodedEntry]:
         """The token ids of `entries` in this DataModule's prompt style."""
-        return [encode_entry(e, self.style, self.tokenizer) for e in entries]
+        progress = len(entries) >= ENCODE_CHUNK
+        return encode_entries(entries, self.style, self.tokenizer, progress=progress)
+
+    def _first_train_entries(self, train: list[Entry]) -> list[Entry]:
+        limit = self.max_train_entries
+        if limit is None:
+            return train
+        if limit > len(train):
+            raise InvalidInput(
+                f"data.max_train_entries={limit} but the train split has only {len(train)} "
+                "entries; pass at most that many, or null for all"
+            )
+        return train[:limit]
+
+    def _drop_overlength_train(self) -> None:
+        # Validation and test keep every entry, so their losses and scores compare across choices.
+        keep = [len(e.tokens) <= self.allowed_max_length for e in self.encoded["train"]]
+        self.dropped["train"] = keep.count(False)
+        self.splits["train"] = [e for e, k in zip(self.splits["train"], keep, strict=True) if k]
+        self.encoded["train"] = [e for e, k in zip(self.encoded["train"], keep, strict=True) if k]
+        log.info(
+            "dropped %d train entries longer than allowed_max_length=%d (data.overlength=drop)",
+            self.dropped["train"],
+            self.allowed_max_length,
+        )
+        if not self.encoded["train"]:
+            raise InvalidInput(
+                f"every train entry is longer than data.allowed_max_length="
+                f"{self.allowed_max_length}; raise it or use data.overlength=truncate"
+            )
 
     def _count_truncation(self, split: str) -> None:
         encoded, limit = self.encoded[split], self.allowed_max_length

@@ -16,6 +16,7 @@ from lit_sft.errors import UserError
 from lit_sft.files import write_json_atomic
 from lit_sft.generation import generate
 from lit_sft.loggers import log_final, log_text
+from lit_sft.lora import trainable_parameters
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX, Tokenizer
 from lit_sft.training.dpo import METRICS as DPO_METRICS
@@ -111,7 +112,10 @@ class RunSummary(L.Callback):
             "wall_time_s": time.perf_counter() - self._fit_start,
             "truncated_entries": dict(getattr(datamodule, "truncated", {})),
             "response_cut_entries": dict(getattr(datamodule, "response_cut", {})),
+            "dropped_entries": dict(getattr(datamodule, "dropped", {})),
             "parameters": sum(p.numel() for p in pl_module.parameters()),
+            "trainable_parameters": trainable_parameters(pl_module),
+            "base_weights": getattr(pl_module, "base_weights", None),
         }
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
+from lit_sft.lora import adapter_config, has_adapters
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.losses import Batch, sft_step, token_losses
@@ -42,6 +44,9 @@ class InstructionModule(L.LightningModule):
         # response tokens.
         self.val_totals = torch.zeros(4)
         self.tokens_seen = 0
+        # The weights the model started from, recorded in checkpoints: a LoRA checkpoint holds
+        # only the adapters, and a resumed run must rebuild the same base under them.
+        self.base_weights: str | None = None
 
     def configure_model(self) -> None:
         if self.hparams.compile:
@@ -51,8 +56,9 @@ class InstructionModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         # The fused kernel beats the per-tensor loop PyTorch otherwise uses on CPUs (~1.5x here).
+        # Frozen base weights (LoRA) get neither gradients nor AdamW state.
         optimizer = torch.optim.AdamW(
-            self.model.parameters(),
+            [p for p in self.model.parameters() if p.requires_grad],
             lr=hp.lr,
             weight_decay=hp.weight_decay,
             betas=tuple(hp.betas),
@@ -119,8 +125,38 @@ class InstructionModule(L.LightningModule):
         if self.hparams.grad_clip:
             self.clip_gradients(self.optimizers(), gradient_clip_val=self.hparams.grad_clip)
 
+    def trainable_state_names(self) -> set[str]:
+        return {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["base_weights"] = self.base_weights
+        # Adapter dropout draws from the global generator; restoring it makes a resume exact.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if has_adapters(self.model):
+            checkpoint["adapter"] = asdict(adapter_config(self.model))
+            trainable = self.trainable_state_names()
+            state = checkpoint["state_dict"]
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+        if not has_adapters(self.model):
+            return
+        if checkpoint.get("base_weights") != self.base_weights:
+            raise ValueError(
+                f"the checkpoint's adapters were trained on base weights "
+                f"{checkpoint.get('base_weights')}, this run loads {self.base_weights}; "
+                "pass the same model.weights to resume"
+            )
+        saved, needed = set(checkpoint["state_dict"]), self.trainable_state_names()
+        if saved != needed:
+            raise ValueError(
+                f"the checkpoint holds {len(saved)} tensors, the adapters of this run need "
+                f"{len(needed)} (e.g. {sorted(needed ^ saved)[:2]}); resume with the run's own "
+                "adapter settings"
+            )
+        # The frozen base came from `base_weights`, not from the checkpoint.
+        self.strict_loading = False

@@ -69,7 +69,7 @@ def test_only_each_answer_and_its_end_of_text_are_targets(style_name, tokenizer)
 def test_preference_files_are_validated_like_instruction_files(tmp_path: Path) -> None:
     path = tmp_path / "pairs.json"
     path.write_text(json.dumps([{**PAIRS[0]}, {"instruction": "a", "chosen": "b"}]))
-    with pytest.raises(ValueError, match=f"{path}: entry 1 has no field 'rejected'"):
+    with pytest.raises(ValueError, match=f"entry 1 has no 'rejected' field, in {path}"):
         load_entries(str(path), fields=PREFERENCE_FIELDS)
 
 

@@ -40,3 +40,17 @@ def test_two_process_ddp_follows_the_single_process_loss_trajectory(tmp_path: Pa
     single_val = [value for _, value in scalars(single, "val/loss")]
     ddp_val = [value for _, value in scalars(ddp, "val/loss")]
     assert single_val == pytest.approx(ddp_val, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_lora_under_ddp_follows_the_single_process_loss_trajectory(tmp_path: Path) -> None:
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    lora = ["adapter=lora", "adapter.rank=4", "adapter.dropout=0.0", "module.lr=1e-2"]
+    run_train(single, *lora, "data.batch_size=8")
+    run_train(ddp, *lora, "trainer=ddp", "trainer.devices=2", "data.batch_size=4")
+    single_losses = [value for _, value in scalars(single, "train/loss")]
+    ddp_losses = [value for _, value in scalars(ddp, "train/loss")]
+    assert len(single_losses) == len(ddp_losses) == 6
+    assert single_losses[-1] < single_losses[0] - 0.01  # the adapters do learn
+    for one, two in zip(single_losses, ddp_losses, strict=True):
+        assert abs(one - two) <= 1e-5
