@@ -167,7 +167,8 @@ class GPT(nn.Module):
     ) -> Tensor:
         """Final-LayerNorm hidden states (B, T, emb_dim) of `input_ids` (B, T).
 
-        `positions` (B, T) defaults to 0..T-1 after what `cache` holds. `attn_mask` is a boolean
+        `positions` (B, T) defaults to 0..T-1 after what `cache` holds; given ones are not checked
+        against the context length (that would wait for the device). `attn_mask` is a boolean
         (B, 1, T, T_keys) mask, True where a query may attend a key; without it attention is
         causal (and then a cache must be empty). Every query row must allow at least one key.
         """
@@ -176,12 +177,12 @@ class GPT(nn.Module):
         if positions is None:
             if attn_mask is None and start > 0:
                 raise ValueError("decoding on a filled cache needs an explicit attn_mask")
+            if start + seq_len > self.config.context_length:
+                raise ValueError(
+                    f"position {start + seq_len - 1} is past the context length "
+                    f"{self.config.context_length}"
+                )
             positions = torch.arange(start, start + seq_len, device=input_ids.device).unsqueeze(0)
-        if int(positions.max()) >= self.config.context_length:
-            raise ValueError(
-                f"position {int(positions.max())} is past the context length "
-                f"{self.config.context_length}"
-            )
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(positions))
         for block in self.blocks:
             x = block(x, attn_mask, cache)
