@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_sft import prompts
 from lit_sft.data.entries import Entry, load_entries, split_entries
-from lit_sft.data.loaders import ResumableDataLoader
+from lit_sft.data.loaders import LengthGroupedBatchSampler, ResumableDataLoader
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.hub import is_remote, local_copy
 from lit_sft.prompts import PromptStyle
@@ -89,12 +89,16 @@ class InstructionDataModule(L.LightningDataModule):
         train_fraction: float = 0.85,
         test_fraction: float = 0.10,
         shuffle: bool = True,
+        group_by_length: bool = False,
         num_workers: int = 0,
         seed: int = 123,
         synthetic_size: int = 2000,
         cache_dir: str | None = None,
     ) -> None:
-        """`path`: a JSON/JSONL file or URL; None generates `synthetic_size` synthetic entries."""
+        """`path`: a JSON/JSONL file or URL; None generates `synthetic_size` synthetic entries.
+
+        `group_by_length`: shuffled train batches of similar lengths (`LengthGroupedBatchSampler`).
+        """
         super().__init__()
         self.path = path
         self.style = prompts.prompt_style(prompt_style)
@@ -103,6 +107,7 @@ class InstructionDataModule(L.LightningDataModule):
         self.allowed_max_length = allowed_max_length
         self.fractions = (train_fraction, test_fraction)
         self.shuffle = shuffle
+        self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.seed = seed
         self.synthetic_size = synthetic_size
@@ -165,6 +170,8 @@ class InstructionDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.group_by_length:
+            return self._length_grouped_loader()
         sampler = self._distributed_sampler()
         return ResumableDataLoader(
             self.encoded["train"],
@@ -175,6 +182,22 @@ class InstructionDataModule(L.LightningDataModule):
             collate_fn=self.collate(),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def _length_grouped_loader(self) -> DataLoader:
+        if self._distributed_sampler() is not None or not self.shuffle:
+            raise ValueError(
+                "data.group_by_length=true needs data.shuffle=true and a single process; "
+                "drop it for data.shuffle=false or a multi-device trainer"
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        lengths = [min(len(e.tokens), self.allowed_max_length) for e in self.encoded["train"]]
+        return ResumableDataLoader(
+            self.encoded["train"],
+            batch_sampler=LengthGroupedBatchSampler(lengths, self.batch_size, generator),
+            collate_fn=self.collate(),
+            num_workers=self.num_workers,
+            generator=generator,
         )
 
     def _distributed_sampler(self) -> DistributedSampler | None:
