@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.emb_dim, eps=1e-5)
         self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        # Trades compute for memory while training: see `hidden_states`.
+        self.activation_checkpointing = False
         self.apply(self._init_weights)
         # GPT-2 scales the init of the projections into the residual stream by 1/sqrt(2 * n_layers).
         for name, param in self.named_parameters():
@@ -184,8 +187,13 @@ class GPT(nn.Module):
                 )
             positions = torch.arange(start, start + seq_len, device=input_ids.device).unsqueeze(0)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(positions))
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, attn_mask, cache)
+            if recompute:
+                # Keeps only each block's input; backward runs the block again (same dropout).
+                x = checkpoint(block, x, attn_mask, cache, use_reentrant=False)
+            else:
+                x = block(x, attn_mask, cache)
         if cache is not None:
             cache.length += seq_len
         return self.final_norm(x)

@@ -30,14 +30,18 @@ class InstructionModule(L.LightningModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
         compile: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
-        """`micro_batch_size` splits each batch for gradient accumulation (None: whole batch)."""
+        """`micro_batch_size` splits each batch for gradient accumulation (None: whole batch);
+        `activation_checkpointing` recomputes each block in backward instead of keeping its
+        activations."""
         super().__init__()
         check_schedule(lr_schedule)
         self.save_hyperparameters()
         # Optimisation is manual so gradient accumulation can weight every target token equally.
         self.automatic_optimization = False
         self.model = GPT(GPTConfig(**model_config))
+        self.model.activation_checkpointing = activation_checkpointing
         # Summed loss and token counts of the validation run so far: loss, tokens, response loss,
         # response tokens.
         self.val_totals = torch.zeros(4)
