@@ -182,9 +182,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "cached, batched": lambda: cached_batched(model, prompts, new, args.batch_size),
         # The prompts' forward alone (one new token), to tell decoding time from it.
         "prompts only": lambda: cached_batched(model, prompts, 1, args.batch_size),
-        "uncached, one at a time": lambda: uncached_single(model, slow_prompts, new),
     }
-    if args.ref:
+    if slow_prompts:
+        ways["uncached, one at a time"] = lambda: uncached_single(model, slow_prompts, new)
+    if args.ref and slow_prompts:
         ways["book generate"] = book_generation(model, slow_prompts, new)
     results = {name: timed(run) for name, run in ways.items()}
     ours, ours_s = results["cached, batched"]
