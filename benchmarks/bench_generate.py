@@ -61,16 +61,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_model(name: str) -> GPT:
-    """The model size `conf/model/<name>.yaml` describes, randomly initialised from seed 123."""
+def model_config(name: str) -> GPTConfig:
+    """The architecture `conf/model/<name>.yaml` describes."""
     base, size = (
         yaml.safe_load((REPO / "conf" / "model" / f"{file}.yaml").read_text())
         for file in ("base/gpt2", name)
     )
     # The base's `arch.tie_weights` interpolates `model.tie_weights`, which a size may override.
     tie_weights = size.get("tie_weights", base["tie_weights"])
+    return GPTConfig(**{**base["arch"], **size["arch"], "tie_weights": tie_weights})
+
+
+def build_model(name: str) -> GPT:
+    """The model size `conf/model/<name>.yaml` describes, randomly initialised from seed 123."""
     torch.manual_seed(123)
-    return GPT(GPTConfig(**{**base["arch"], **size["arch"], "tie_weights": tie_weights})).eval()
+    return GPT(model_config(name)).eval()
 
 
 def prompt_tokens(data: str, style_name: str, n: int) -> list[list[int]]:
