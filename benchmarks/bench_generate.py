@@ -52,6 +52,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--slow-n", type=int, default=2, help="prompts the slow ways answer (then scaled)"
     )
+    parser.add_argument(
+        "--slow-new-tokens",
+        type=int,
+        default=None,
+        help="new tokens of the slow ways (default all), their time scaled per position",
+    )
     parser.add_argument("--prompt", default="alpaca", help="prompt style")
     parser.add_argument(
         "--data", default=str(BOOK_DATA), help="instruction set (the book's; if absent, synthetic)"
@@ -101,6 +107,11 @@ def cached_batched(model: GPT, prompts: list[list[int]], new: int, batch_size: i
         made = generate(model, [prompts[i] for i in batch], max_new_tokens=new, eos_id=NEVER)
         answers.update(zip(batch, made, strict=True))
     return [answers[i] for i in range(len(prompts))]
+
+
+def positions_processed(prompts: list[list[int]], new: int) -> int:
+    """Positions an uncached generation of `new` tokens runs through: prompt + t for each t."""
+    return sum(len(p) * new + new * (new - 1) // 2 for p in prompts)
 
 
 def copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
@@ -183,28 +194,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     new = args.max_new_tokens
     generate(model, prompts[:1], max_new_tokens=2, eos_id=NEVER)  # warm-up, untimed
     bandwidth = copy_bandwidth()
+    slow_new = args.slow_new_tokens or new
     ways = {
         "cached, batched": lambda: cached_batched(model, prompts, new, args.batch_size),
         # The prompts' forward alone (one new token), to tell decoding time from it.
         "prompts only": lambda: cached_batched(model, prompts, 1, args.batch_size),
     }
     if slow_prompts:
-        ways["uncached, one at a time"] = lambda: uncached_single(model, slow_prompts, new)
+        ways["uncached, one at a time"] = lambda: uncached_single(model, slow_prompts, slow_new)
     if args.ref and slow_prompts:
-        ways["book generate"] = book_generation(model, slow_prompts, new)
+        ways["book generate"] = book_generation(model, slow_prompts, slow_new)
     results = {name: timed(run) for name, run in ways.items()}
+    # Without a cache every new token runs the whole sequence so far: the time per position
+    # processed carries a short run over to the full length.
+    stretch = positions_processed(slow_prompts, new) / positions_processed(slow_prompts, slow_new)
     ours, ours_s = results["cached, batched"]
     prompt_s = results["prompts only"][1]
     rows = {}
     for name, (answers, seconds) in results.items():
         if name == "prompts only":
             continue
-        tokens = sum(len(a) for a in answers)
-        identical, first_diffs = same_tokens(answers, ours[: len(answers)])
+        scale = 1.0 if name == "cached, batched" else stretch
+        seconds *= scale
+        identical, first_diffs = same_tokens(
+            answers, [a[: len(answers[0])] for a in ours[: len(answers)]]
+        )
+        tokens = len(answers) * new if scale != 1.0 else sum(len(a) for a in answers)
         rows[name] = {
             "tokens_per_s": tokens / seconds,
             "s_per_answer": seconds / len(answers),
             "seconds": seconds,
+            "extrapolated_from_new_tokens": slow_new if scale != 1.0 else None,
             "answers": len(answers),
             "tokens": tokens,
             "identical_to_cached": identical,
@@ -219,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     print(
         f"{args.model}, {len(prompts)} prompts (median {statistics.median(map(len, prompts))} "
         f"tokens), {new} new tokens each, batch {args.batch_size}, "
-        f"{torch.get_num_threads()} threads; slow ways on {len(slow_prompts)} prompts, scaled"
+        f"{torch.get_num_threads()} threads; slow ways on {len(slow_prompts)} prompts"
+        f"{f' x {slow_new} new tokens' if slow_new != new else ''}, scaled"
     )
     print(f"{'':<26}{'tokens/s':>10}{'s/answer':>10}{'lit_sft is':>12}{'identical':>11}")
     for name, row in rows.items():
@@ -237,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "model": args.model,
         "n": len(prompts),
         "slow_n": len(slow_prompts),
+        "slow_new_tokens": slow_new,
         "max_new_tokens": new,
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),

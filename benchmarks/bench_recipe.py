@@ -35,7 +35,12 @@ from typing import Any
 import torch
 
 from benchmarks import bench_train as bt
-from benchmarks.bench_generate import book_generation, cached_batched, prompt_tokens
+from benchmarks.bench_generate import (
+    book_generation,
+    cached_batched,
+    positions_processed,
+    prompt_tokens,
+)
 from lit_sft.checkpoints import load_model
 from lit_sft.tokenizer import IGNORE_INDEX
 
@@ -145,11 +150,10 @@ def answering(
     book()
     book_s = time.perf_counter() - start
 
-    def processed(ps: list[list[int]], new: int) -> int:
-        return sum(len(p) * new + new * (new - 1) // 2 for p in ps)
-
     book_total = (
-        book_s / processed(sample, args.book_new_tokens) * processed(prompts, args.new_tokens)
+        book_s
+        / positions_processed(sample, args.book_new_tokens)
+        * positions_processed(prompts, args.new_tokens)
     )
     order = sorted(prompts, key=len, reverse=True)
     size = args.answer_batch_size
