@@ -123,7 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = load_model(model_config(source), weights, device_of(cfg.device))
     entries = rebuild_test_split(instantiate(source.data))[: cfg.limit]
     log.info("answering %d test entries with %s into %s", len(entries), weights, run_dir.eval_dir)
-    responses = generate_responses(
+    responses, generation = generate_responses(
         model,
         entries,
         prompt_style(source.prompt.name),
@@ -137,6 +137,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     scores = scores_of(cfg, responses, run_dir)
     run_summary = run_dir.read_summary()
     summary = summarize(cfg.scorer, scores, run_summary.get("val_loss"))
+    # Only the answers this invocation made: a resumed evaluation times its own part.
+    summary["generation"] = generation.as_dict()
     write_json_atomic(run_dir.eval_summary, summary)
     log_to_run(source, is_run, summary, run_dir)
     print(format_summary(summary))

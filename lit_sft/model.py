@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lit_sft.errors import InvalidInput
 
@@ -142,6 +143,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.emb_dim, eps=1e-5)
         self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        # Trades compute for memory while training: see `hidden_states`.
+        self.activation_checkpointing = False
         self.apply(self._init_weights)
         # GPT-2 scales the init of the projections into the residual stream by 1/sqrt(2 * n_layers).
         for name, param in self.named_parameters():
@@ -172,7 +175,8 @@ class GPT(nn.Module):
     ) -> Tensor:
         """Final-LayerNorm hidden states (B, T, emb_dim) of `input_ids` (B, T).
 
-        `positions` (B, T) defaults to 0..T-1 after what `cache` holds. `attn_mask` is a boolean
+        `positions` (B, T) defaults to 0..T-1 after what `cache` holds; given ones are not checked
+        against the context length (that would wait for the device). `attn_mask` is a boolean
         (B, 1, T, T_keys) mask, True where a query may attend a key; without it attention is
         causal (and then a cache must be empty). Every query row must allow at least one key.
         """
@@ -181,15 +185,20 @@ class GPT(nn.Module):
         if positions is None:
             if attn_mask is None and start > 0:
                 raise ValueError("decoding on a filled cache needs an explicit attn_mask")
+            if start + seq_len > self.config.context_length:
+                raise ValueError(
+                    f"position {start + seq_len - 1} is past the context length "
+                    f"{self.config.context_length}"
+                )
             positions = torch.arange(start, start + seq_len, device=input_ids.device).unsqueeze(0)
-        if int(positions.max()) >= self.config.context_length:
-            raise ValueError(
-                f"position {int(positions.max())} is past the context length "
-                f"{self.config.context_length}"
-            )
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(positions))
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, attn_mask, cache)
+            if recompute:
+                # Keeps only each block's input; backward runs the block again (same dropout).
+                x = checkpoint(block, x, attn_mask, cache, use_reentrant=False)
+            else:
+                x = block(x, attn_mask, cache)
         if cache is not None:
             cache.length += seq_len
         return self.final_norm(x)

@@ -37,6 +37,23 @@ def test_cached_generation_equals_uncached(model: GPT) -> None:
     assert len({tuple(answer) for answer in cached}) > 1
 
 
+MIXED = [*PROMPTS, [30, 31], [9] * 10, [2, 40, 3, 41, 4]]
+
+
+@pytest.mark.parametrize("batch_size", range(1, len(MIXED) + 1))
+def test_every_batch_size_gives_the_uncached_tokens(model: GPT, batch_size: int) -> None:
+    # 20 new tokens cross the end-of-text checks (every DONE_CHECK_EVERY steps) more than once.
+    uncached = [
+        generate(model, [p], max_new_tokens=20, eos_id=NEVER, use_cache=False)[0] for p in MIXED
+    ]
+    batched = []
+    for start in range(0, len(MIXED), batch_size):
+        batch = MIXED[start : start + batch_size]
+        batched += generate(model, batch, max_new_tokens=20, eos_id=NEVER)
+    assert batched == uncached
+    assert [len(a) for a in batched] == [20] * len(MIXED)
+
+
 def test_batched_generation_equals_one_by_one(model: GPT) -> None:
     batched = generate(model, PROMPTS, max_new_tokens=12, eos_id=NEVER)
     singles = [generate(model, [prompt], max_new_tokens=12, eos_id=NEVER)[0] for prompt in PROMPTS]

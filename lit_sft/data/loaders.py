@@ -1,12 +1,14 @@
-"""DataLoaders shared by every kind of data: a train loader that resumes mid-epoch."""
+"""DataLoaders shared by every kind of data: a train loader that resumes mid-epoch, and
+length-grouped batches."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 
 class ResumableDataLoader(DataLoader):
@@ -51,3 +53,43 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._resume_from = state
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of similar lengths in a random order: little padding, still shuffled each epoch.
+
+    Each epoch shuffles the entries, cuts the shuffle into buckets of `bucket_batches` batches,
+    sorts each bucket by length (longest first) and cuts it into batches, then shuffles the
+    batches. All of it draws from `generator`: give it the DataLoader's own, and a
+    `ResumableDataLoader` rewinds it to replay an interrupted epoch exactly. As with
+    `drop_last=True`, `len(lengths) % batch_size` entries sit out each epoch (the shortest of
+    the last bucket).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        generator: torch.Generator,
+        bucket_batches: int = 16,
+    ) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.generator = generator
+        self.bucket_size = batch_size * bucket_batches
+
+    def __len__(self) -> int:
+        return len(self.lengths) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        grouped = []
+        for start in range(0, len(order), self.bucket_size):
+            bucket = order[start : start + self.bucket_size]
+            grouped += sorted(bucket, key=lambda i: self.lengths[i], reverse=True)
+        batches = [
+            grouped[start : start + self.batch_size]
+            for start in range(0, len(self) * self.batch_size, self.batch_size)
+        ]
+        for index in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[index]

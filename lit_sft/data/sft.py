@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from lit_sft import prompts
 from lit_sft.data.entries import Entry, load_entries, split_entries
-from lit_sft.data.loaders import ResumableDataLoader
+from lit_sft.data.loaders import LengthGroupedBatchSampler, ResumableDataLoader
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.errors import InvalidInput
 from lit_sft.hub import is_remote, local_copy
@@ -110,6 +110,7 @@ class InstructionDataModule(L.LightningDataModule):
         train_fraction: float = 0.85,
         test_fraction: float = 0.10,
         shuffle: bool = True,
+        group_by_length: bool = False,
         num_workers: int = 0,
         seed: int = 123,
         synthetic_size: int = 2000,
@@ -121,6 +122,7 @@ class InstructionDataModule(L.LightningDataModule):
 
         Train entries longer than `allowed_max_length` are truncated (the book) or, with
         `overlength="drop"`, left out; `max_train_entries` keeps the first N train entries.
+        `group_by_length`: shuffled train batches of similar lengths (`LengthGroupedBatchSampler`).
         """
         super().__init__()
         if overlength not in OVERLENGTH:
@@ -138,6 +140,7 @@ class InstructionDataModule(L.LightningDataModule):
         self.allowed_max_length = allowed_max_length
         self.fractions = (train_fraction, test_fraction)
         self.shuffle = shuffle
+        self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.seed = seed
         self.synthetic_size = synthetic_size
@@ -260,6 +263,8 @@ class InstructionDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.group_by_length:
+            return self._length_grouped_loader()
         sampler = self._distributed_sampler()
         return ResumableDataLoader(
             self.encoded["train"],
@@ -270,6 +275,22 @@ class InstructionDataModule(L.LightningDataModule):
             collate_fn=self.collate(),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def _length_grouped_loader(self) -> DataLoader:
+        if self._distributed_sampler() is not None or not self.shuffle:
+            raise InvalidInput(
+                "data.group_by_length=true needs data.shuffle=true and a single process; "
+                "drop it for data.shuffle=false or a multi-device trainer"
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        lengths = [min(len(e.tokens), self.allowed_max_length) for e in self.encoded["train"]]
+        return ResumableDataLoader(
+            self.encoded["train"],
+            batch_sampler=LengthGroupedBatchSampler(lengths, self.batch_size, generator),
+            collate_fn=self.collate(),
+            num_workers=self.num_workers,
+            generator=generator,
         )
 
     def _distributed_sampler(self) -> DistributedSampler | None:

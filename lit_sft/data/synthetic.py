@@ -12,6 +12,7 @@ import string
 from collections.abc import Callable
 
 from lit_sft.data.entries import Entry
+from lit_sft.errors import InvalidInput
 
 
 def _letters(rng: random.Random) -> list[str]:
@@ -110,7 +111,10 @@ def synthetic_entries(num_entries: int, seed: int = 0) -> list[Entry]:
                 # Later draws collide more often on the tasks with few questions (sums).
                 rng.shuffle(entries)
                 return entries
-    raise ValueError(f"the synthetic tasks have fewer than {num_entries} distinct questions")
+    raise InvalidInput(
+        f"the synthetic tasks have fewer than {num_entries} distinct questions; "
+        "pass a smaller data.synthetic_size"
+    )
 
 
 def _question(entry: Entry) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lit_sft.errors import InvalidInput
 from lit_sft.files import write_json_atomic
 from lit_sft.model import GPT
 from lit_sft.run_dir import RunDir, read_json
@@ -72,9 +73,9 @@ class DPOModule(InstructionModule):
         (the book); `precompute_reference`: reference log-probabilities computed once, kept in
         the run folder. `optimization`: InstructionModule's other options."""
         if logp not in LOGP_REDUCTIONS:
-            raise ValueError(f"unknown dpo.logp {logp!r}; valid: {', '.join(LOGP_REDUCTIONS)}")
+            raise InvalidInput(f"unknown dpo.logp {logp!r}; valid: {', '.join(LOGP_REDUCTIONS)}")
         if not 0 <= label_smoothing < 0.5:
-            raise ValueError(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
+            raise InvalidInput(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
         super().__init__(model_config, lr=lr, weight_decay=weight_decay, **optimization)
         # The frozen copy lives outside the module: not trained, not in checkpoints.
         self._frozen: list[GPT] = []
@@ -83,7 +84,7 @@ class DPOModule(InstructionModule):
 
     def setup(self, stage: str) -> None:
         if not hasattr(self.trainer.datamodule, "pairs_loader"):
-            raise ValueError(
+            raise InvalidInput(
                 "method=dpo trains on preference pairs: add data=preference "
                 "({instruction, input, chosen, rejected} entries)"
             )

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
+from lit_sft.errors import InvalidInput
 from lit_sft.lora import adapter_config, has_adapters
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import IGNORE_INDEX
@@ -32,14 +33,18 @@ class InstructionModule(L.LightningModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
         compile: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
-        """`micro_batch_size` splits each batch for gradient accumulation (None: whole batch)."""
+        """`micro_batch_size` splits each batch for gradient accumulation (None: whole batch);
+        `activation_checkpointing` recomputes each block in backward instead of keeping its
+        activations."""
         super().__init__()
         check_schedule(lr_schedule)
         self.save_hyperparameters()
         # Optimisation is manual so gradient accumulation can weight every target token equally.
         self.automatic_optimization = False
         self.model = GPT(GPTConfig(**model_config))
+        self.model.activation_checkpointing = activation_checkpointing
         # Summed loss and token counts of the validation run so far: loss, tokens, response loss,
         # response tokens.
         self.val_totals = torch.zeros(4)
@@ -146,14 +151,14 @@ class InstructionModule(L.LightningModule):
         if not has_adapters(self.model):
             return
         if checkpoint.get("base_weights") != self.base_weights:
-            raise ValueError(
+            raise InvalidInput(
                 f"the checkpoint's adapters were trained on base weights "
                 f"{checkpoint.get('base_weights')}, this run loads {self.base_weights}; "
                 "pass the same model.weights to resume"
             )
         saved, needed = set(checkpoint["state_dict"]), self.trainable_state_names()
         if saved != needed:
-            raise ValueError(
+            raise InvalidInput(
                 f"the checkpoint holds {len(saved)} tensors, the adapters of this run need "
                 f"{len(needed)} (e.g. {sorted(needed ^ saved)[:2]}); resume with the run's own "
                 "adapter settings"

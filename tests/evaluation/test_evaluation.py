@@ -24,6 +24,7 @@ from lit_sft.evaluation import answers as answering
 from lit_sft.evaluation.answers import read_responses
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
 from lit_sft.evaluation.scoring import exact_match_scores, summarize
+from lit_sft.prompts import prompt_style
 from lit_sft.report import read_scalar
 from lit_sft.run_dir import RunDir
 from tests.helpers.config import REPO, TINY_RUN, compose_config
@@ -96,21 +97,35 @@ def test_exact_match_counts_the_right_answers(
 ) -> None:
     run = copy_run(tiny_run, tmp_path / "run")
     tokenizer = tiktoken.get_encoding("gpt2")
-    references = iter(synthetic_test_split()[:8])
-    answered = 0
+    style = prompt_style("alpaca")
+    split = synthetic_test_split()[:8]
+    index_of = {tuple(tokenizer.encode(style.prompt(e))): i for i, e in enumerate(split)}
+    batches: list[list[int]] = []
 
     def every_other_answer_right(model, prompts, **kwargs):
-        nonlocal answered
-        answers = []
-        for _ in prompts:
-            reference = next(references)["output"]
-            answers.append(tokenizer.encode(f" {reference}\n" if answered % 2 == 0 else "wrong"))
-            answered += 1
-        return answers
+        batches.append([index_of[tuple(p)] for p in prompts])
+        return [
+            tokenizer.encode(f" {split[i]['output']}\n" if i % 2 == 0 else "wrong")
+            for i in batches[-1]
+        ]
 
     monkeypatch.setattr(answering, "generate", every_other_answer_right)
     summary = evaluate(eval_config(f"run_dir={run}", "scorer=exact_match", "limit=8", *QUICK))
     assert (summary["entries"], summary["scored"], summary["mean"]) == (8, 8, 50.0)
+    # Longest prompt first (ties in split order); the answers file keeps the split's order.
+    lengths = [len(tokenizer.encode(style.prompt(e))) for e in split]
+    by_length = sorted(range(8), key=lambda i: -lengths[i])
+    assert len(set(lengths)) > 1  # else any order would pass
+    assert batches == [by_length[:4], by_length[4:]]
+    assert [r["instruction"] for r in read_json(RunDir(run).answers)] == [
+        e["instruction"] for e in split
+    ]
+    right = sum(len(tokenizer.encode(f" {e['output']}\n")) for e in split[::2])
+    generation = summary["generation"]
+    assert (generation["answers"], generation["new_tokens"]) == (8, right + 4 * 1)
+    assert generation["tokens_per_sec"] == pytest.approx(
+        generation["new_tokens"] / generation["seconds"]
+    )
     assert summary["std"] == pytest.approx(math.sqrt(8 * 50**2 / 7))
     half = 1.96 * summary["std"] / math.sqrt(8)
     assert summary["ci95"] == pytest.approx([50 - half, 50 + half])
@@ -134,7 +149,8 @@ def test_an_interrupted_evaluation_resumes(
     monkeypatch.setattr(answering, "generate", generate_then_stop)
     with pytest.raises(KeyboardInterrupt):
         evaluate(cfg)
-    assert len(read_json(RunDir(run).answers)) == 4
+    # Four answered, in their places among the twelve; the rest null until answered.
+    assert sum(r is not None for r in read_json(RunDir(run).answers)) == 4
     assert not RunDir(run).eval_summary.exists()
 
     def counting_generate(model, prompts, **kwargs):
@@ -142,7 +158,8 @@ def test_an_interrupted_evaluation_resumes(
         return real_generate(model, prompts, **kwargs)
 
     monkeypatch.setattr(answering, "generate", counting_generate)
-    assert evaluate(cfg)["entries"] == 12
+    resumed_summary = evaluate(cfg)
+    assert resumed_summary["entries"] == 12 and resumed_summary["generation"]["answers"] == 8
     assert answered == [4, 4, 4]  # the first batch once, before the stop; the other two after
     resumed = read_json(RunDir(run).answers)
     assert evaluate(cfg)["entries"] == 12 and answered == [4, 4, 4]  # nothing left to answer
@@ -279,7 +296,9 @@ def test_answers_from_another_split_are_not_resumed(tmp_path: Path) -> None:
         read_responses(path, entries)
     answers = [{**entry, "model_response": "x"} for entry in entries[:3]]
     path.write_text(json.dumps(answers[:1]))
-    assert read_responses(path, entries) == answers[:1]
+    assert read_responses(path, entries) == answers[:1] + [None] * (len(entries) - 1)
+    path.write_text(json.dumps([None, answers[1]]))  # a stopped run answers out of order
+    assert read_responses(path, entries[:3]) == [None, answers[1], None]
     path.write_text(json.dumps(answers))  # from an earlier run that answered more
     assert read_responses(path, entries[:2]) == answers[:2]
 

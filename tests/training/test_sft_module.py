@@ -5,6 +5,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from lit_sft.training.schedules import warmup_cosine
 from train import train
@@ -49,3 +50,31 @@ def test_clipping_and_schedule_reach_the_optimizer(tiny_config, clip, schedule) 
     else:
         assert max(NORMS) <= clip * 1.0001
         assert LRS[:2] == pytest.approx([5e-4, 1e-3]) and LRS[-1] < LRS[2]
+
+
+FLAGS: list[bool] = []
+
+
+class RecordCheckpointing(L.Callback):
+    def on_train_start(self, trainer, pl_module) -> None:
+        FLAGS.append(pl_module.model.activation_checkpointing)
+
+
+def test_activation_checkpointing_trains_the_same_weights(tiny_config, tmp_path) -> None:
+    FLAGS.clear()
+    weights = []
+    for flag in ("false", "true"):
+        run_dir = tmp_path / flag
+        cfg = tiny_config(
+            "trainer.max_steps=3",
+            "data.group_by_length=true",
+            f"module.activation_checkpointing={flag}",
+            "+callbacks.record._target_=test_sft_module.RecordCheckpointing",
+            run_dir=run_dir,
+        )
+        train(cfg)
+        weights.append(load_file(run_dir / "model.safetensors"))
+    assert FLAGS == [False, True]
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0, msg=name)
