@@ -111,7 +111,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module, weights = build_module(cfg)
-    summary = RunSummary(run_dir, run_hparams(cfg))
+    hparams = run_hparams(cfg)
+    summary = RunSummary(run_dir, hparams)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [summary]
     loggers = build_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
@@ -126,7 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 parameters=sum(p.numel() for p in module.parameters()),
                 weights=weights_source(cfg.model.weights, cfg.model.hub_repo, weights),
                 prompt=cfg.prompt.name,
-                mask_instructions=cfg.data.mask_instructions,
+                mask_instructions=hparams["mask_instructions"],
                 split_sizes={name: len(split) for name, split in datamodule.splits.items()},
                 run_dir=run_dir,
             )

@@ -203,19 +203,10 @@ class GPT(nn.Module):
             cache.length += seq_len
         return self.final_norm(x)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        *,
-        positions: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-        cache: KVCache | None = None,
-    ) -> Tensor:
-        """Logits (B, T, vocab_size) of `input_ids` (B, T); see `hidden_states` for the rest."""
-        hidden = self.hidden_states(
-            input_ids, positions=positions, attn_mask=attn_mask, cache=cache
-        )
-        return self.out_head(hidden)
+    def forward(self, input_ids: Tensor, **context: Tensor | KVCache | None) -> Tensor:
+        """Logits (B, T, vocab_size) of `input_ids` (B, T); `context` (positions, attn_mask,
+        cache) as in `hidden_states`."""
+        return self.out_head(self.hidden_states(input_ids, **context))
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied head counts once)."""

@@ -9,14 +9,23 @@ from lit_sft.errors import InvalidInput
 
 
 class PromptStyle:
-    """A prompt format; training text is `prompt(entry) + entry["output"]`."""
+    """A prompt format; training text is `prompt(entry) + entry["output"]`.
+
+    The instruction text is `instruction_prefix + instruction`, then `input_prefix + input` when
+    the entry has an input.
+    """
 
     name: ClassVar[str]
+    instruction_prefix: ClassVar[str]
+    input_prefix: ClassVar[str]
     response_header: ClassVar[str]
 
     def instruction_text(self, entry: Mapping[str, str]) -> str:
         """The formatted instruction and input, without the response header."""
-        raise NotImplementedError
+        text = self.instruction_prefix + entry["instruction"]
+        if entry.get("input"):
+            text += self.input_prefix + entry["input"]
+        return text
 
     def prompt(self, entry: Mapping[str, str]) -> str:
         """Everything the model sees before its answer: generation starts right after this."""
@@ -32,44 +41,34 @@ class Alpaca(PromptStyle):
     """The Alpaca format the book's chapter 7 uses."""
 
     name = "alpaca"
+    instruction_prefix = (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n### Instruction:\n"
+    )
+    input_prefix = "\n\n### Input:\n"
     response_header = "\n\n### Response:\n"
-
-    def instruction_text(self, entry: Mapping[str, str]) -> str:
-        text = (
-            "Below is an instruction that describes a task. "
-            "Write a response that appropriately completes the request."
-            f"\n\n### Instruction:\n{entry['instruction']}"
-        )
-        if entry.get("input"):
-            text += f"\n\n### Input:\n{entry['input']}"
-        return text
 
 
 class Phi3(PromptStyle):
     """Microsoft's Phi-3 chat format, as in the book's exercise 7.1."""
 
     name = "phi3"
+    instruction_prefix = "<|user|>\n"
+    input_prefix = "\n"
     response_header = "\n<|assistant|>:\n"
-
-    def instruction_text(self, entry: Mapping[str, str]) -> str:
-        text = f"<|user|>\n{entry['instruction']}"
-        if entry.get("input"):
-            text += f"\n{entry['input']}"
-        return text
 
 
 class ChatML(PromptStyle):
     """OpenAI's ChatML turns; a `system` turn only for entries with a `system` field."""
 
     name = "chatml"
+    instruction_prefix = "<|im_start|>user\n"
+    input_prefix = "\n"
     response_header = "<|im_end|>\n<|im_start|>assistant\n"
 
     def instruction_text(self, entry: Mapping[str, str]) -> str:
-        text = f"<|im_start|>system\n{entry['system']}<|im_end|>\n" if entry.get("system") else ""
-        text += f"<|im_start|>user\n{entry['instruction']}"
-        if entry.get("input"):
-            text += f"\n{entry['input']}"
-        return text
+        system = f"<|im_start|>system\n{entry['system']}<|im_end|>\n" if entry.get("system") else ""
+        return system + super().instruction_text(entry)
 
 
 PROMPT_STYLES: Mapping[str, type[PromptStyle]] = {

@@ -33,69 +33,24 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.config = self.path / ".hydra" / "config.yaml"
+        self.overrides = self.path / ".hydra" / "overrides.yaml"
+        self.summary = self.path / "summary.json"
+        self.tb = self.path / "tb"
+        self.loggers = self.path / "loggers.json"
+        self.samples = self.path / "samples.jsonl"
+        self.checkpoints = self.path / "checkpoints"
+        self.last_checkpoint = self.checkpoints / "last.ckpt"
+        self.weights = self.path / WEIGHTS_FILENAME
+        self.hf_config = self.path / "config.json"
+        self.reference_logps = self.path / "reference-logps.json"
+        self.eval_dir = self.path / "eval"
+        self.answers = self.eval_dir / "instruction-data-with-response.json"
+        self.scores = self.eval_dir / "scores.jsonl"
+        self.eval_summary = self.eval_dir / "eval-summary.json"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
-
-    @property
-    def config(self) -> Path:
-        return self.path / ".hydra" / "config.yaml"
-
-    @property
-    def overrides(self) -> Path:
-        return self.path / ".hydra" / "overrides.yaml"
-
-    @property
-    def summary(self) -> Path:
-        return self.path / "summary.json"
-
-    @property
-    def tb(self) -> Path:
-        return self.path / "tb"
-
-    @property
-    def loggers(self) -> Path:
-        return self.path / "loggers.json"
-
-    @property
-    def samples(self) -> Path:
-        return self.path / "samples.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.path / "checkpoints" / "last.ckpt"
-
-    @property
-    def weights(self) -> Path:
-        return self.path / WEIGHTS_FILENAME
-
-    @property
-    def reference_logps(self) -> Path:
-        return self.path / "reference-logps.json"
-
-    @property
-    def hf_config(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.path / "eval"
-
-    @property
-    def answers(self) -> Path:
-        return self.path / "eval" / "instruction-data-with-response.json"
-
-    @property
-    def scores(self) -> Path:
-        return self.path / "eval" / "scores.jsonl"
-
-    @property
-    def eval_summary(self) -> Path:
-        return self.path / "eval" / "eval-summary.json"
 
     def is_run(self) -> bool:
         """Whether training wrote this folder (it holds the composed config)."""

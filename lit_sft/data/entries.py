@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lit_sft.errors import InvalidInput, MissingFile
@@ -94,3 +95,32 @@ def split_entries(
     train_end = int(len(entries) * train_fraction)
     test_end = train_end + int(len(entries) * test_fraction)
     return list(entries[:train_end]), list(entries[train_end:test_end]), list(entries[test_end:])
+
+
+def check_split_sizes(
+    splits: Mapping[str, Sequence[Entry]],
+    stage: str | None,
+    batch_size: int,
+    world_size: int,
+    source: str,
+) -> None:
+    """Stops before a stage whose split is empty, or (train) smaller than one batch."""
+    needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+    sizes = ", ".join(f"{name} {len(entries)}" for name, entries in splits.items())
+    for split in needed.get(stage or "fit", ()):
+        count = len(splits[split])
+        if split == "train":
+            # Each process draws ceil(count / world_size) entries and drops a partial batch.
+            per_process = math.ceil(count / world_size)
+            if per_process < batch_size:
+                fix = f"pass data.batch_size={per_process} or less, or " if per_process else ""
+                raise InvalidInput(
+                    f"the train split ({sizes} entries) is smaller than one batch of "
+                    f"data.batch_size={batch_size} per process, so no step would be "
+                    f"trained, in {source}; {fix}use more data"
+                )
+        elif count == 0:
+            raise InvalidInput(
+                f"the {split} split is empty ({sizes} entries), in {source}; use more "
+                "entries, or change data.train_fraction / data.test_fraction"
+            )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -15,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from lit_sft import prompts
-from lit_sft.data.entries import Entry, load_entries, split_entries
+from lit_sft.data.entries import Entry, check_split_sizes, load_entries, split_entries
 from lit_sft.data.loaders import LengthGroupedBatchSampler, ResumableDataLoader
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.errors import InvalidInput
@@ -171,31 +170,9 @@ class InstructionDataModule(L.LightningDataModule):
                 if name == "train" and self.overlength == "drop":
                     self._drop_overlength_train()
                 self._count_truncation(name)
-        self._check_split_sizes(stage)
-
-    def _check_split_sizes(self, stage: str | None) -> None:
-        """Stop before a stage whose split is empty, or (train) smaller than one batch."""
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
-        sizes = ", ".join(f"{name} {len(entries)}" for name, entries in self.splits.items())
+        world_size = self.trainer.world_size if self.trainer is not None else 1
         source = self.path or "the synthetic set"
-        for split in needed.get(stage or "fit", ()):
-            count = len(self.splits[split])
-            if split == "train":
-                # Each process draws ceil(count / world_size) entries and drops a partial batch.
-                world_size = self.trainer.world_size if self.trainer is not None else 1
-                per_process = math.ceil(count / world_size)
-                if per_process < self.batch_size:
-                    fix = f"pass data.batch_size={per_process} or less, or " if per_process else ""
-                    raise InvalidInput(
-                        f"the train split ({sizes} entries) is smaller than one batch of "
-                        f"data.batch_size={self.batch_size} per process, so no step would be "
-                        f"trained, in {source}; {fix}use more data"
-                    )
-            elif count == 0:
-                raise InvalidInput(
-                    f"the {split} split is empty ({sizes} entries), in {source}; use more "
-                    "entries, or change data.train_fraction / data.test_fraction"
-                )
+        check_split_sizes(self.splits, stage, self.batch_size, world_size, source)
 
     def encode(self, entries: Sequence[Entry]) -> list[EncodedEntry]:
         """The token ids of `entries` in this DataModule's prompt style."""
