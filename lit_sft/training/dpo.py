@@ -13,6 +13,7 @@ from torch import Tensor
 
 from lit_sft.errors import InvalidInput
 from lit_sft.files import write_json_atomic
+from lit_sft.lora import disable_adapters, has_adapters
 from lit_sft.model import GPT
 from lit_sft.run_dir import RunDir, read_json
 from lit_sft.training.losses import Batch, PreferenceLosses, dpo_loss, micro_batches, sequence_logps
@@ -48,10 +49,6 @@ def pair_metric_sums(out: PreferenceLosses, policy: Tensor) -> Tensor:
 
 def lora_reference(model: GPT) -> Callable[[], contextlib.AbstractContextManager] | None:
     """With LoRA adapters, the reference is the base model: the adapters switched off."""
-    try:
-        from lit_sft.lora import disable_adapters, has_adapters
-    except ImportError:  # LoRA not installed in this tree
-        return None
     return (lambda: disable_adapters(model)) if has_adapters(model) else None
 
 

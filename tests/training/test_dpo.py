@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from lit_sft.data.preference import EncodedPair, collate_preferences
 from lit_sft.data.sft import EncodedEntry
+from lit_sft.lora import LoRAConfig, add_adapters
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.dpo import DPOModule
@@ -145,11 +146,10 @@ def test_bad_loss_options_are_named() -> None:
 
 
 def test_lora_reference_is_the_base_model_without_a_copy() -> None:
-    lora = pytest.importorskip("lit_sft.lora")  # LoRA lives on its own branch until merged
     torch.manual_seed(0)
     module = DPOModule(MODEL_CONFIG)
     base = copy.deepcopy(module.model).requires_grad_(False)
-    lora.add_adapters(module.model, lora.LoRAConfig(rank=2, alpha=2.0, dropout=0.0))
+    add_adapters(module.model, LoRAConfig(rank=2, alpha=2.0, dropout=0.0))
     with torch.no_grad():  # adapters start as the identity; make the policy differ from its base
         for p in module.model.parameters():
             if p.requires_grad:
