@@ -10,8 +10,12 @@ from typing import Any, Protocol
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_sft.data.loaders import ResumableDataLoader
 from lit_sft.files import write_json_atomic
 from lit_sft.generation import generate
 from lit_sft.run_dir import RunDir
@@ -100,7 +104,8 @@ class RunSummary(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException
     ) -> None:
         if trainer.is_global_zero:
-            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            stopped = isinstance(error, (KeyboardInterrupt, SIGTERMException))
+            status = "interrupted" if stopped else "failed"
             write_json_atomic(
                 self.run_dir.summary,
                 {
@@ -110,6 +115,24 @@ class RunSummary(L.Callback):
                     "error": repr(error),
                 },
             )
+
+
+class InterruptedCheckpoint(OnExceptionCheckpoint):
+    """Saves the run where an exception, Ctrl-C or SIGTERM stopped training, for `ckpt_path=last`.
+
+    A batch fetched but not trained on when the run stopped goes back to the loader, so the resumed
+    run trains on it instead of skipping it. The file is deleted when a run finishes.
+    """
+
+    def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        loader = trainer.train_dataloader
+        unfinished = progress.ready - progress.processed
+        if isinstance(loader, ResumableDataLoader) and unfinished:
+            loader.unfetch(unfinished)
+        super().on_exception(trainer, *args, **kwargs)
 
 
 @dataclass(frozen=True)
