@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -117,14 +117,20 @@ class RunSummary(L.Callback):
             )
 
 
-class InterruptedCheckpoint(OnExceptionCheckpoint):
+class InterruptedCheckpoint(Checkpoint):
     """Saves the run where an exception, Ctrl-C or SIGTERM stopped training, for `ckpt_path=last`.
 
     A batch fetched but not trained on when the run stopped goes back to the loader, so the resumed
-    run trains on it instead of skipping it. The file is deleted when a run finishes.
+    run trains on it instead of skipping it. The file is deleted when a run finishes. Not
+    Lightning's OnExceptionCheckpoint: with one, `fit` resumes even when `ckpt_path` is None.
     """
 
-    def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
             return
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
@@ -132,7 +138,10 @@ class InterruptedCheckpoint(OnExceptionCheckpoint):
         unfinished = progress.ready - progress.processed
         if isinstance(loader, ResumableDataLoader) and unfinished:
             loader.unfetch(unfinished)
-        super().on_exception(trainer, *args, **kwargs)
+        trainer.save_checkpoint(self.path)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        trainer.strategy.remove_checkpoint(self.path)
 
 
 @dataclass(frozen=True)
