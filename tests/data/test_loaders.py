@@ -80,3 +80,26 @@ def test_unfetched_batch_is_drawn_again() -> None:
     resumed = loader()
     resumed.load_state_dict(interrupted_at_the_end.state_dict())
     assert [b.tolist() for b in resumed] == EXPECTED[0][2:]
+
+
+def test_resumed_mid_second_epoch_rewinds_to_that_epochs_shuffle() -> None:
+    interrupted = loader()
+    list(interrupted)
+    batches = iter(interrupted)
+    next(batches)
+    resumed = loader()  # a fresh generator is at the first epoch's shuffle, not the second's
+    resumed.load_state_dict(interrupted.state_dict())
+    assert [b.tolist() for b in resumed] == EXPECTED[1][1:]
+
+
+def test_unshuffled_loader_without_a_generator_resumes_by_skipping() -> None:
+    def plain() -> ResumableDataLoader:
+        return ResumableDataLoader(list(range(6)), batch_size=2)
+
+    interrupted = plain()
+    next(iter(interrupted))
+    state = interrupted.state_dict()
+    assert state == {"yielded": 1, "rng_epoch_start": None, "rng_now": None}
+    resumed = plain()
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == [[2, 3], [4, 5]]
