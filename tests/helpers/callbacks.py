@@ -10,16 +10,18 @@ import lightning as L
 
 
 class BatchLog(L.Callback):
-    """Appends `[step, row sums of input_ids]` for every batch trained on to a JSON-lines file."""
+    """Appends `[step, row sums of input_ids, tokens, target tokens]` for every batch trained on
+    to a JSON-lines file."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        ids = batch["input_ids"]
+        targets = int((batch["targets"] != -100).sum())
+        record = [trainer.global_step, ids.sum(dim=1).tolist(), ids.numel(), targets]
         with self.path.open("a") as f:
-            f.write(
-                json.dumps([trainer.global_step, batch["input_ids"].sum(dim=1).tolist()]) + "\n"
-            )
+            f.write(json.dumps(record) + "\n")
 
 
 def read_batch_log(path: Path) -> list[list]:
