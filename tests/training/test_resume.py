@@ -50,7 +50,7 @@ def assert_same_end(resumed: Path, uninterrupted: Path, first_step: int) -> None
     """Trained from `first_step` on the uninterrupted run's batches, to its weights, optimizer
     state and counters."""
     expected = read_batch_log(uninterrupted / "batches.jsonl")
-    assert [step for step, _ in expected] == list(range(14))
+    assert [record[0] for record in expected] == list(range(14))
     # The checkpoint's step is the resumed run's first; the batches are the ones still due.
     assert read_batch_log(resumed / "resumed.jsonl") == expected[first_step:]
 
