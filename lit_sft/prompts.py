@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 
 from lit_sft.errors import InvalidInput
@@ -69,6 +70,15 @@ class ChatML(PromptStyle):
     def instruction_text(self, entry: Mapping[str, str]) -> str:
         system = f"<|im_start|>system\n{entry['system']}<|im_end|>\n" if entry.get("system") else ""
         return system + super().instruction_text(entry)
+
+
+@dataclass(frozen=True)
+class SamplePrompt:
+    """A validation prompt to answer while training: its text, tokens and reference answer."""
+
+    text: str
+    tokens: list[int]
+    reference: str
 
 
 PROMPT_STYLES: Mapping[str, type[PromptStyle]] = {

@@ -47,6 +47,10 @@ class ResumableDataLoader(DataLoader):
             self.generator.set_state(rng)
         return 0 if finished else state["yielded"]
 
+    def unfetch(self, batches: int) -> None:
+        """Counts the last `batches` yielded as never trained on: a resumed run draws them again."""
+        self._yielded -= batches
+
     def state_dict(self) -> dict[str, Any]:
         now = self.generator.get_state() if self.generator is not None else None
         return {"yielded": self._yielded, "rng_epoch_start": self._epoch_start_rng, "rng_now": now}

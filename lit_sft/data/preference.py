@@ -13,9 +13,8 @@ from torch.utils.data import DataLoader
 from lit_sft.data.entries import Entry, load_entries
 from lit_sft.data.sft import EncodedEntry, InstructionDataModule, collate_instructions
 from lit_sft.data.synthetic import synthetic_entries
-from lit_sft.prompts import PromptStyle
+from lit_sft.prompts import PromptStyle, SamplePrompt
 from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX, Tokenizer
-from lit_sft.training.callbacks import SamplePrompt
 
 PREFERENCE_FIELDS = ("instruction", "input", "chosen", "rejected")
 BOOK_PREFERENCE_URL = (

@@ -19,9 +19,8 @@ from lit_sft.data.loaders import LengthGroupedBatchSampler, ResumableDataLoader
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.errors import InvalidInput
 from lit_sft.hub import is_remote, local_copy
-from lit_sft.prompts import PromptStyle
+from lit_sft.prompts import PromptStyle, SamplePrompt
 from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX, Tokenizer
-from lit_sft.training.callbacks import SamplePrompt
 
 log = logging.getLogger(__name__)
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_sft.data.loaders import ResumableDataLoader
 from lit_sft.errors import UserError
 from lit_sft.files import write_json_atomic
 from lit_sft.generation import generate
 from lit_sft.loggers import log_final, log_text
 from lit_sft.lora import trainable_parameters
+from lit_sft.prompts import SamplePrompt
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX, Tokenizer
 from lit_sft.training.dpo import METRICS as DPO_METRICS
@@ -131,18 +135,37 @@ class RunSummary(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException
     ) -> None:
         if trainer.is_global_zero:
-            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            stopped = isinstance(error, (KeyboardInterrupt, SIGTERMException))
+            status = "interrupted" if stopped else "failed"
             summary = failure_summary(status, self.hparams, trainer.global_step, error)
             write_json_atomic(self.run_dir.summary, summary)
 
 
-@dataclass(frozen=True)
-class SamplePrompt:
-    """A validation prompt to answer while training: its text, tokens and reference answer."""
+class InterruptedCheckpoint(Checkpoint):
+    """Saves the run where an exception, Ctrl-C or SIGTERM stopped training, for `ckpt_path=last`.
 
-    text: str
-    tokens: list[int]
-    reference: str
+    A batch fetched but not trained on when the run stopped goes back to the loader, so the resumed
+    run trains on it instead of skipping it. The file is deleted when a run finishes. Not
+    Lightning's OnExceptionCheckpoint: with one, `fit` resumes even when `ckpt_path` is None.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        loader = trainer.train_dataloader
+        unfinished = progress.ready - progress.processed
+        if isinstance(loader, ResumableDataLoader) and unfinished:
+            loader.unfetch(unfinished)
+        trainer.save_checkpoint(self.path)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        trainer.strategy.remove_checkpoint(self.path)
 
 
 class HasSamplePrompt(Protocol):

@@ -503,3 +503,39 @@ def test_concurrent_scoring_stopped_midway_resumes_without_losing_or_redoing(
     assert [r.score for r in results.values()] == [float(i * 7 % 101) for i in range(12)]
     redone = sorted(int(response.removeprefix("resp ")) for response in resumed.responses)
     assert redone == sorted(set(range(12)) - {line["index"] for line in written})
+
+
+def test_each_entry_is_judged_on_its_own_instruction_reference_and_response(
+    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+) -> None:
+    score_entries(make_entries(2), make_judge(server, sleeps), tmp_path / "s.jsonl", progress=False)
+    asked = [chat.body["messages"][-1]["content"] for chat in server.chats]
+    assert asked == [judge_prompt(f"Instruction {i}", f"ref {i}", f"resp {i}") for i in (0, 1)]
+
+
+def test_appending_after_a_complete_line_adds_no_blank_line(
+    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+) -> None:
+    path = tmp_path / "new" / "nested" / "scores.jsonl"  # folders made as needed
+    first = score_entries(make_entries(1), make_judge(server, sleeps), path, progress=False)
+    assert path.read_text() == '{"index": 0, "score": 85.0, "samples": [85], "error": null}\n'
+    server.reply_with("40")
+    score_entries(make_entries(2), make_judge(server, sleeps), path, progress=False)
+    assert path.read_text().splitlines() == [
+        '{"index": 0, "score": 85.0, "samples": [85], "error": null}',
+        '{"index": 1, "score": 40.0, "samples": [40], "error": null}',
+    ]
+    assert first[0].score == 85.0
+
+
+def test_progress_bar_starts_at_the_resumed_entries_and_counts_failures(
+    server: FakeLLMServer, sleeps: list[float], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "scores.jsonl"
+    path.write_text('{"index": 0, "score": 90.0, "samples": [90], "error": null}\n')
+    server.reply_with("garbage", "garbage", "30")
+    score_entries(make_entries(3), make_judge(server, sleeps, max_attempts=2), path)
+    renders = [r.strip() for r in capsys.readouterr().err.replace("\n", "\r").split("\r") if r]
+    assert renders[0].startswith("judging:  33%|") and " 1/3 " in renders[0]
+    assert renders[-1].startswith("judging: 100%|") and " 3/3 " in renders[-1]
+    assert renders[-1].endswith(", failed=1]") and "entry" in renders[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -9,7 +10,8 @@ from omegaconf import DictConfig, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+# LIT_SFT_SHARED: where the book data lives when the tests run from a copy (mutmut's mutants/).
+SHARED = Path(os.environ.get("LIT_SFT_SHARED", REPO.parent / "shared"))
 BOOK_DATA = SHARED / "data" / "instruction-data.json"
 
 TINY_RUN = [

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from lit_sft.training.schedules import warmup_cosine
 from train import train
 
 NORMS: list[float] = []
@@ -21,14 +18,6 @@ class RecordOptimizerStep(L.Callback):
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         NORMS.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
         LRS.append(optimizer.param_groups[0]["lr"])
-
-
-def test_warmup_then_cosine_decay() -> None:
-    values = [warmup_cosine(step, 4, 20, 0.1) for step in range(21)]
-    assert values[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert values[4] == 1.0 and values[20] == pytest.approx(0.1)
-    assert values[12] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert all(a >= b for a, b in zip(values[4:], values[5:], strict=False))
 
 
 @pytest.mark.parametrize(("clip", "schedule"), [(None, "constant"), (1e-3, "cosine")])
@@ -49,7 +38,8 @@ def test_clipping_and_schedule_reach_the_optimizer(tiny_config, clip, schedule) 
         assert min(NORMS) > 1e-2 and LRS == [1e-3] * 6
     else:
         assert max(NORMS) <= clip * 1.0001
-        assert LRS[:2] == pytest.approx([5e-4, 1e-3]) and LRS[-1] < LRS[2]
+        # Warmup over 2 steps, then cosine over the 4 left to 0.1 x lr (0.1 + 0.45 (1 + cos pi p)).
+        assert list(LRS) == pytest.approx([5e-4, 1e-3, 1e-3, 8.681981e-4, 5.5e-4, 2.318019e-4])
 
 
 FLAGS: list[bool] = []

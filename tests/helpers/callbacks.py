@@ -1,0 +1,59 @@
+"""Callbacks tests add to real runs (`+callbacks.NAME._target_=tests.helpers.callbacks.X`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+
+
+class BatchLog(L.Callback):
+    """Appends `[step, row sums of input_ids, tokens, target tokens]` for every batch trained on
+    to a JSON-lines file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        ids = batch["input_ids"]
+        targets = int((batch["targets"] != -100).sum())
+        record = [trainer.global_step, ids.sum(dim=1).tolist(), ids.numel(), targets]
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_batch_log(path: Path) -> list[list]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class CrashAt(L.Callback):
+    """Raises at the start of step `step`, after its batch was fetched, as a failing step would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"simulated crash at step {self.step}")
+
+
+class WaitForSigtermAt(L.Callback):
+    """After step `step`, writes `ready_file`, then waits (60 s at most) for the test's SIGTERM.
+
+    Waiting makes the step the signal lands on exact; the signal itself goes through Lightning's
+    own handler, as a SLURM pre-emption's would.
+    """
+
+    def __init__(self, step: int, ready_file: str) -> None:
+        self.step = step
+        self.ready_file = Path(ready_file)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        self.ready_file.write_text(str(self.step))
+        deadline = time.monotonic() + 60
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.05)
