@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,18 @@ def scalars_of_summary_steps(summary: dict, history: list) -> list[tuple[int, fl
     return [*history[:2], (history[2][0], summary["val_loss"])]
 
 
+def wandb_records(path: Path, expected: bytes, timeout_s: float = 30.0) -> bytes:
+    """The bytes of an offline .wandb file once `expected` is in them (or after `timeout_s`).
+
+    wandb's core process writes the file after `finish()` returns; on a busy machine that can
+    take seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while expected not in (records := path.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return records
+
+
 def test_wandb_offline_gets_sample_answers_and_evaluate_resumes_the_same_run(
     tiny_config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,7 +130,7 @@ def test_wandb_offline_gets_sample_answers_and_evaluate_resumes_the_same_run(
     run, summary = train_run(tiny_config, "logger=wandb")
     run_id = json.loads(run.loggers.read_text())["wandb"]["id"]
     (trained,) = run.path.glob(f"wandb/offline-run-*-{run_id}")
-    records = (trained / f"run-{run_id}.wandb").read_bytes()
+    records = wandb_records(trained / f"run-{run_id}.wandb", b"hparams/val_loss")
     assert b"hparams/val_loss" in records and json.dumps(summary["val_loss"]).encode() in records
     samples = [json.loads(line) for line in run.samples.read_text().splitlines()]
     tables = [json.loads(p.read_text()) for p in trained.glob("files/media/table/val/*.json")]
@@ -128,5 +141,5 @@ def test_wandb_offline_gets_sample_answers_and_evaluate_resumes_the_same_run(
     result = evaluate_run(run)
     evaluated = set(run.path.glob(f"wandb/offline-run-*-{run_id}")) - {trained}
     (evaluated,) = evaluated  # a second offline run directory with the same id: resumed
-    records = (evaluated / f"run-{run_id}.wandb").read_bytes()
+    records = wandb_records(evaluated / f"run-{run_id}.wandb", b"eval/exact_match")
     assert b"eval/exact_match" in records and json.dumps(result["mean"]).encode() in records

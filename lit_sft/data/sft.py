@@ -290,10 +290,13 @@ class InstructionDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def _eval_loader(self, split: str) -> DataLoader:
+        # A generator of its own: without one, each pass draws its worker seed from the global
+        # generator, so validating would change the dropout of the steps after it.
         return DataLoader(
             self.encoded[split],
             batch_size=self.batch_size,
             shuffle=False,
             collate_fn=self.collate(),
             num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
         )

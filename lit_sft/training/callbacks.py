@@ -162,7 +162,15 @@ class InterruptedCheckpoint(Checkpoint):
         unfinished = progress.ready - progress.processed
         if isinstance(loader, ResumableDataLoader) and unfinished:
             loader.unfetch(unfinished)
-        trainer.save_checkpoint(self.path)
+        # Lightning saves at a batch's end, before counting that batch for the loggers' step, and
+        # counts it on restart; here the last batch is counted already, so the saved count is
+        # one less, or the resumed run's curves would skip a step.
+        epoch_loop = trainer.fit_loop.epoch_loop
+        epoch_loop._batches_that_stepped -= 1
+        try:
+            trainer.save_checkpoint(self.path)
+        finally:
+            epoch_loop._batches_that_stepped += 1
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         trainer.strategy.remove_checkpoint(self.path)
