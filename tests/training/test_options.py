@@ -30,13 +30,6 @@ def known_model(cfg) -> GPT:  # noqa: ANN001 - a composed DictConfig
     return model
 
 
-def exported(run_dir: Path) -> dict[str, torch.Tensor]:
-    """The final weights the run exported, in lit_sft's naming."""
-    model = GPT(GPTConfig(**OmegaConf.to_container(OmegaConf.load(run_dir / "arch.yaml"))))
-    load_weights(model, run_dir / "model.safetensors")
-    return model.state_dict()
-
-
 def assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
     assert actual.keys() == expected.keys()
     for name, tensor in expected.items():
@@ -44,9 +37,11 @@ def assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, tor
 
 
 def final_weights(cfg) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    """Trains `cfg`; the weights it exported, in lit_sft's naming."""
     train(cfg)
-    OmegaConf.save(cfg.model.arch, Path(cfg.run_dir) / "arch.yaml", resolve=True)
-    return exported(Path(cfg.run_dir))
+    model = GPT(GPTConfig(**OmegaConf.to_container(cfg.model.arch, resolve=True)))
+    load_weights(model, Path(cfg.run_dir) / "model.safetensors")
+    return model.state_dict()
 
 
 def test_model_weights_file_is_what_training_starts_from(tiny_config, tmp_path: Path) -> None:
