@@ -364,3 +364,28 @@ def test_judge_config_maps_onto_judge(preset: str) -> None:
     defaults = eval_config()
     assert (defaults.scorer, defaults.batch_size, defaults.max_new_tokens) == ("judge", 8, 256)
     assert (defaults.judge.url, defaults.judge.model) == (None, "llama3")  # None: OLLAMA_HOST
+
+
+def test_the_readme_demo_then_exact_match(tmp_path: Path) -> None:
+    """`python train.py experiment=demo`, then `python evaluate.py run_dir=... scorer=exact_match`,
+    shrunk to a few steps and test entries."""
+    run = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    shrink = ["data.synthetic_size=400", "trainer.max_steps=3", "trainer.limit_val_batches=1"]
+    for command in (
+        ["train.py", "experiment=demo", *shrink, f"hydra.run.dir={run}"],
+        ["evaluate.py", f"run_dir={run}", "scorer=exact_match", "limit=12", *QUICK],
+    ):
+        done = subprocess.run(
+            [sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert read_json(run / "summary.json")["steps"] == 3
+    answers = read_json(RunDir(run).answers)
+    # The demo's test split: the synthetic set of 400 in the demo's prompt style, first 12.
+    expected = synthetic_test_split(400)[:12]
+    assert [{k: a[k] for k in expected[0]} for a in answers] == expected
+    right = sum(a["model_response"].strip() == a["output"].strip() for a in answers)
+    summary = read_json(RunDir(run).eval_summary)
+    assert (summary["metric"], summary["entries"], summary["scored"]) == ("exact_match", 12, 12)
+    assert (summary["failures"], summary["mean"]) == (0, pytest.approx(100 * right / 12))
