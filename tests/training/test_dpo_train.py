@@ -88,7 +88,7 @@ def test_killed_and_resumed_dpo_run_ends_with_the_same_weights(
     option = f"dpo.precompute_reference={precompute}"
     every_2 = "callbacks.resume_checkpoint.every_n_train_steps=2"
     train(dpo_config(whole, initial_weights, option, every_2))
-    crash = ["+callbacks.crash._target_=test_resume.CrashAt", "+callbacks.crash.step=5"]
+    crash = ["+callbacks.crash._target_=tests.helpers.callbacks.CrashAt", "+callbacks.crash.step=5"]
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(dpo_config(crashed, initial_weights, option, every_2, *crash))
     train(dpo_config(crashed, initial_weights, option, every_2, "ckpt_path=last"))

@@ -87,7 +87,7 @@ def test_a_killed_lora_run_resumes_exactly(
 ) -> None:
     run_dir = tmp_path / "run"
     crash = [
-        "+callbacks.crash._target_=tests.training.test_resume.CrashAt",
+        "+callbacks.crash._target_=tests.helpers.callbacks.CrashAt",
         "+callbacks.crash.step=5",
     ]
     with pytest.raises(RuntimeError, match="simulated crash"):

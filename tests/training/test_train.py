@@ -75,6 +75,7 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tiny_config, tmp_path:
         "prompt": "alpaca",
         "mask_instructions": 0.0,
         "weights": "None",
+        "adapter": "none",
         "lr": 3e-3,
         "batch_size": 8.0,
         "seed": 123.0,
