@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hydra.errors import MissingConfigException
+from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -103,22 +107,44 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path: Path) -> None:
 
 def test_unknown_key_fails_loudly(tmp_path: Path) -> None:
     cfg = compose_config(["+module.learning_rate=0.1"], tmp_path)
-    with pytest.raises(Exception, match="learning_rate"):
+    with pytest.raises(InstantiationException, match="unexpected keyword argument 'learning_rate'"):
         instantiate(cfg.module, model_config=dict(cfg.model.arch))
 
 
+# experiment -> model, prompt, data module, synthetic data (no path), module, lr, batch size.
+SFT, DPO = ("InstructionDataModule", "InstructionModule"), ("PreferenceDataModule", "DPOModule")
+PRESETS = {
+    "demo": ("gpt2-tiny", "phi3", SFT[0], True, SFT[1], 1e-3, 16),
+    "dpo_demo": ("gpt2-tiny", "phi3", DPO[0], True, DPO[1], 2e-4, 16),
+    "sweep_book": ("gpt2-medium", "alpaca", SFT[0], False, SFT[1], 5e-5, 8),
+    "sweep_demo": ("gpt2-tiny", "phi3", SFT[0], True, SFT[1], 1e-3, 16),
+}
+
+
+def test_every_experiment_preset_composes_to_its_settings(tmp_path: Path) -> None:
+    assert sorted(PRESETS) == sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+    for preset, expected in PRESETS.items():
+        cfg = compose_config([f"experiment={preset}"], tmp_path)
+        actual = (
+            cfg.model.name,
+            cfg.prompt.name,
+            cfg.data._target_.rsplit(".", 1)[1],
+            cfg.data.path is None,
+            cfg.module._target_.rsplit(".", 1)[1],
+            cfg.module.lr,
+            cfg.data.batch_size,
+        )
+        assert actual == expected, preset
+
+
 @pytest.mark.parametrize(
-    "preset", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+    ("trainer", "strategy"),
+    [("default", "auto"), ("ddp", "ddp"), ("fsdp", "lit_sft.training.strategies.fsdp_strategy")],
 )
-def test_every_experiment_preset_composes(tmp_path: Path, preset: str) -> None:
-    cfg = compose_config([f"experiment={preset}"], tmp_path)
-    assert cfg.model.name
-
-
-@pytest.mark.parametrize("trainer", ["default", "ddp", "fsdp"])
-def test_trainer_presets_compose(tmp_path: Path, trainer: str) -> None:
-    cfg = compose_config([f"trainer={trainer}", "trainer.devices=2"], tmp_path)
-    assert cfg.trainer.devices == 2
+def test_trainer_presets_compose(tmp_path: Path, trainer: str, strategy: str) -> None:
+    cfg = compose_config([f"trainer={trainer}"], tmp_path).trainer
+    chosen = cfg.strategy if isinstance(cfg.strategy, str) else cfg.strategy._target_
+    assert (chosen, cfg.devices) == (strategy, 1 if trainer == "default" else 2)
 
 
 def test_slurm_launcher_config_resolves_against_the_trainer(tmp_path: Path) -> None:
@@ -143,3 +169,35 @@ def test_method_dpo_takes_the_book_defaults_and_dpo_overrides(tmp_path: Path) ->
     assert cfg.data.path.endswith(
         "04_preference-tuning-with-dpo/instruction-data-with-preference.json"
     )
+
+
+@pytest.mark.slow  # ~40 s: three tiny runs, each in its own process
+def test_default_run_and_multirun_folder_names(tmp_path: Path) -> None:
+    """`outputs/<date>/<time>_<model>_<prompt>` and `multirun/<date>/<time>/<num>_<overrides>`,
+    from train.py run in an empty working directory."""
+    tiny = ["model=gpt2-tiny", "data=synthetic", "trainer.max_steps=1", "export_weights=false"]
+    started = datetime.now()
+    for arguments in ([*tiny, "prompt=phi3"], ["-m", *tiny, "module.lr=0.001,0.002"]):
+        command = [sys.executable, str(REPO / "train.py"), *arguments]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    def stamp(date: Path, time: str) -> datetime:
+        return datetime.strptime(f"{date.name} {time}", "%Y-%m-%d %H-%M-%S")
+
+    [run] = (tmp_path / "outputs").glob("*/*")
+    assert run.name.endswith("_gpt2-tiny_phi3") and (run / "summary.json").is_file()
+    [sweep] = (tmp_path / "multirun").glob("*/*")
+    # Hydra sorts the overrides; `-` and `+` so that a folder name is a valid Hydra value.
+    overrides = "+".join(
+        ["data-synthetic", "export_weights-False", "model-gpt2-tiny", "module.lr-{}"]
+        + ["trainer.max_steps-1"]
+    )
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
+        f"0_{overrides.format('0.001')}",
+        f"1_{overrides.format('0.002')}",
+    ]
+    assert all((job / "summary.json").is_file() for job in sweep.iterdir() if job.is_dir())
+    for when in (stamp(run.parent, run.name.split("_")[0]), stamp(sweep.parent, sweep.name)):
+        assert started - timedelta(seconds=1) <= when <= datetime.now()

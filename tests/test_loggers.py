@@ -8,11 +8,17 @@ import time
 from pathlib import Path
 
 import pytest
+import tiktoken
+import torch
 import yaml
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import GPT2LMHeadModel
 
 from evaluate import evaluate
+from lit_sft.data.entries import split_entries
+from lit_sft.data.synthetic import synthetic_entries
+from lit_sft.prompts import prompt_style
 from lit_sft.run_dir import RunDir
 from tests.evaluation.test_evaluation import QUICK, eval_config
 from tests.helpers.config import scalars
@@ -64,7 +70,26 @@ def test_tensorboard_and_csv_at_once_get_the_same_values(tiny_config) -> None:
     events.Reload()
     texts = [e for e in events.Tensors("val/sample_answer/text_summary")]
     assert [e.step for e in texts] == [0, 2, 4]
-    assert samples[-1]["answer"] in texts[-1].tensor_proto.string_val[0].decode()
+    # Independently: the first validation entry, and transformers' greedy 4 tokens (no stop at
+    # <|endoftext|>) from the final weights, which step 4's validation answered with.
+    entry = split_entries(synthetic_entries(200, seed=123))[2][0]
+    prompt = prompt_style("alpaca").prompt(entry)
+    tokenizer = tiktoken.get_encoding("gpt2")
+    hf_model = GPT2LMHeadModel.from_pretrained(run.path).eval()
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    with torch.no_grad():
+        for _ in range(4):
+            ids = torch.cat([ids, hf_model(ids).logits[:, -1:].argmax(-1)], dim=1)
+    answer = tokenizer.decode(ids[0, -4:].tolist())
+    assert samples[-1] == {
+        "step": 4,
+        "prompt": prompt,
+        "answer": answer,
+        "reference": entry["output"],
+    }
+    assert texts[-1].tensor_proto.string_val[0].decode() == (
+        f"**Prompt:** {prompt}\n\n**Answer:** {answer}\n\n**Reference:** {entry['output']}"
+    )
 
     result = evaluate_run(run)
     # Scores at the run's last step: TensorBoard in tb/, CSV beside the run's own metrics.

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 from torch.utils.tensorboard import SummaryWriter
 
@@ -244,12 +246,14 @@ def test_val_loss_png_draws_every_logged_curve(tmp_path: Path) -> None:
     main([str(sweep)])
     png = sweep / "val_loss.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
-    assert png.stat().st_size > 10_000
     pixels = imread(png)
-    assert pixels.shape[0] > 400 and pixels.shape[1] > 700
-    # Axes, ticks and text are grey; only the plotted lines are saturated colours.
+    assert pixels.shape == (5 * 120, 8 * 120, 4)  # figsize 8 x 5 inches at 120 dpi, RGBA
+    # Each of the five curves in its colour of matplotlib's default cycle (C0..C4): axes, ticks
+    # and text are grey, so these pixels are the lines, their markers and the legend's samples.
     rgb = pixels[..., :3]
-    assert ((rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.5).sum() > 1000
+    for colour in ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"):
+        exact = (np.abs(rgb - np.array(to_rgb(colour))) < 1 / 255).all(axis=-1)
+        assert exact.sum() > 100, colour
 
     runs = rank_runs(collect_runs(sweep), "val_loss", descending=False)
     curves = val_loss_curves(runs, swept_keys(runs))

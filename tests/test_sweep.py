@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
+from matplotlib.image import imread
 
 from lit_sft.report import collect_runs, main, swept_keys
 from tests.helpers.config import REPO, TINY_RUN
@@ -53,7 +56,11 @@ def test_offline_sweep_preset_gives_four_runs_and_a_four_row_report(tmp_path: Pa
         line for line in (sweep_dir / "report.md").read_text().splitlines() if line.startswith("|")
     ]
     assert len(table) == 2 + 4  # header, separator, one row per run
-    assert (sweep_dir / "val_loss.png").stat().st_size > 1000
+    # One curve per run, each in its colour of matplotlib's default cycle (tests/test_report.py).
+    rgb = imread(sweep_dir / "val_loss.png")[..., :3]
+    assert rgb.shape == (600, 960, 3)
+    for colour in ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"):
+        assert ((np.abs(rgb - np.array(to_rgb(colour))) < 1 / 255).all(axis=-1)).sum() > 100
 
 
 @pytest.mark.slow

@@ -91,3 +91,18 @@ def test_stale_part_longer_than_the_file_is_replaced(server, tmp_path: Path) -> 
     assert local_copy(f"{url}/big.json", tmp_path, progress=False).read_bytes() == data
     assert [r.range for r in hub.requests[1:]] == [f"bytes={len(data) + 1}-", None]
     assert not part.exists()
+
+
+def test_lit_sft_cache_moves_the_dataset_cache(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, hub = server
+    monkeypatch.setenv("LIT_SFT_CACHE", str(tmp_path / "moved"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # were it ignored: ~/.cache/lit_sft
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert load_entries(f"{url}/data.json") == ENTRIES
+    [cached] = (tmp_path / "moved" / "data").glob("*.json")
+    assert json.loads(cached.read_text()) == ENTRIES
+    assert not (tmp_path / "home").exists()
+    assert load_entries(f"{url}/data.json") == ENTRIES  # from the moved cache: no second GET
+    assert gets(hub) == ["/data.json"]

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import tiktoken
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+from transformers import GPT2LMHeadModel
 
 from evaluate import evaluate
 from lit_sft.data.entries import split_entries
@@ -78,7 +80,16 @@ def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
     responses = read_json(RunDir(run).answers)
     expected = synthetic_test_split()
     assert [{k: r[k] for k in expected[0]} for r in responses] == expected
-    assert all(isinstance(r["model_response"], str) for r in responses)
+    # Independently: transformers' greedy generation from the run's served folder, one prompt
+    # at a time (no batching, no padding, no KV-cache code of ours).
+    hf_model = GPT2LMHeadModel.from_pretrained(tiny_run).eval()
+    tokenizer, style = tiktoken.get_encoding("gpt2"), prompt_style("alpaca")
+    for entry, record in zip(expected, responses, strict=True):
+        prompt = torch.tensor([tokenizer.encode(style.prompt(entry))])
+        with torch.no_grad():
+            out = hf_model.generate(prompt, max_new_tokens=4, do_sample=False, eos_token_id=50256)
+        new = [t for t in out[0, prompt.shape[1] :].tolist() if t != 50256]
+        assert record["model_response"] == style.extract_response(tokenizer.decode(new))
     hits = sum(r["model_response"].strip() == r["output"].strip() for r in responses)
     run_summary = read_json(run / "summary.json")
     assert summary == read_json(RunDir(run).eval_summary)
@@ -229,7 +240,8 @@ def test_end_to_end_with_a_fake_ollama_judge(
     assert summary["metric"] == "judge"
     assert (summary["entries"], summary["scored"], summary["failures"]) == (5, 4, 1)
     assert summary["mean"] == pytest.approx((90 + 70 + 40 + 85) / 4)  # 85: the server's default
-    assert "mean" in done.stdout and "failures" in done.stdout
+    printed = done.stdout.splitlines()
+    assert "failures  1" in printed and "mean      71.25" in printed
     assert (run / "eval" / ".hydra" / "config.yaml").is_file()
     assert (run / ".hydra" / "config.yaml").read_text() == (
         tiny_run / ".hydra" / "config.yaml"
@@ -246,6 +258,47 @@ def test_end_to_end_with_a_fake_ollama_judge(
     assert (summary["scored"], summary["failures"]) == (5, 0)
     assert len(judge_server.chats) == 6
     assert len(RunDir(run).scores.read_text().splitlines()) == 6
+
+
+def test_end_to_end_with_a_fake_openai_judge_found_by_its_environment(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """judge=openai, its server and key from OPENAI_BASE_URL / OPENAI_API_KEY as vLLM users set."""
+    server = FakeLLMServer(models=["judge-model"], api_key="sk-test")
+    server.start()
+    try:
+        server.reply_with("10", "20", "60")
+        run = copy_run(tiny_run, tmp_path / "run")
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "OMP_NUM_THREADS": "1",
+            "OPENAI_BASE_URL": f"{server.url}/v1",
+            "OPENAI_API_KEY": "sk-test",
+        }
+        args = [f"run_dir={run}", "judge=openai", "judge.model=judge-model", "limit=3", *QUICK]
+        done = subprocess.run(
+            [sys.executable, "evaluate.py", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    summary = read_json(RunDir(run).eval_summary)
+    assert (summary["metric"], summary["entries"], summary["scored"]) == ("judge", 3, 3)
+    assert summary["mean"] == pytest.approx(30.0)
+    assert [json.loads(line)["score"] for line in RunDir(run).scores.read_text().splitlines()] == [
+        10.0,
+        20.0,
+        60.0,
+    ]
+    assert [(c.path, c.body["model"]) for c in server.chats] == [
+        ("/v1/chat/completions", "judge-model")
+    ] * 3
 
 
 def test_an_unreachable_judge_stops_early_and_keeps_the_answers(
@@ -266,7 +319,7 @@ def test_summary_counts_failures_and_gives_a_normal_interval() -> None:
     summary = summarize("judge", [100.0, None, 0.0, 50.0], val_loss=0.5)
     assert (summary["entries"], summary["scored"], summary["failures"]) == (4, 3, 1)
     assert (summary["mean"], summary["std"]) == (50.0, 50.0)
-    assert 1.96 * 50.0 / math.sqrt(3) > 50  # the interval reaches past both ends of the scale
+    # 50 ± 1.96 · 50 / √3 = 50 ± 56.58 reaches past both ends of the scale: clipped to it.
     assert summary["ci95"] == [0.0, 100.0]
     assert summary["val_loss"] == 0.5 and "1.96" in summary["ci95_method"]
     nothing = summarize("judge", [None, None], val_loss=None)
@@ -311,3 +364,28 @@ def test_judge_config_maps_onto_judge(preset: str) -> None:
     defaults = eval_config()
     assert (defaults.scorer, defaults.batch_size, defaults.max_new_tokens) == ("judge", 8, 256)
     assert (defaults.judge.url, defaults.judge.model) == (None, "llama3")  # None: OLLAMA_HOST
+
+
+def test_the_readme_demo_then_exact_match(tmp_path: Path) -> None:
+    """`python train.py experiment=demo`, then `python evaluate.py run_dir=... scorer=exact_match`,
+    shrunk to a few steps and test entries."""
+    run = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    shrink = ["data.synthetic_size=400", "trainer.max_steps=3", "trainer.limit_val_batches=1"]
+    for command in (
+        ["train.py", "experiment=demo", *shrink, f"hydra.run.dir={run}"],
+        ["evaluate.py", f"run_dir={run}", "scorer=exact_match", "limit=12", *QUICK],
+    ):
+        done = subprocess.run(
+            [sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert read_json(run / "summary.json")["steps"] == 3
+    answers = read_json(RunDir(run).answers)
+    # The demo's test split: the synthetic set of 400 in the demo's prompt style, first 12.
+    expected = synthetic_test_split(400)[:12]
+    assert [{k: a[k] for k in expected[0]} for a in answers] == expected
+    right = sum(a["model_response"].strip() == a["output"].strip() for a in answers)
+    summary = read_json(RunDir(run).eval_summary)
+    assert (summary["metric"], summary["entries"], summary["scored"]) == ("exact_match", 12, 12)
+    assert (summary["failures"], summary["mean"]) == (0, pytest.approx(100 * right / 12))

@@ -57,3 +57,19 @@ class WaitForSigtermAt(L.Callback):
         deadline = time.monotonic() + 60
         while not trainer.received_sigterm and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+class ForwardRows(L.Callback):
+    """Appends the row count of every training pass through the model's token embedding to a
+    JSON-lines file (micro-batches show as several passes of fewer rows)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        def record(model, args, output) -> None:
+            if model.training:
+                with self.path.open("a") as f:
+                    f.write(json.dumps(args[0].shape[0]) + "\n")
+
+        pl_module.model.tok_emb.register_forward_hook(record)

@@ -23,9 +23,8 @@ def test_warmup_then_cosine_decay() -> None:
 def test_unknown_schedule_names_the_valid_ones() -> None:
     with pytest.raises(
         ValueError,
-        match=(
-            r"^unknown lr_schedule 'linear', in module.lr_schedule; choose one of constant, cosine$"
-        ),
+        match=r"^unknown lr_schedule 'linear', in module\.lr_schedule; "
+        r"choose one of constant, cosine$",
     ):
         check_schedule("linear")
     check_schedule("cosine")

@@ -3,8 +3,11 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from lit_sft.data.sft import EncodedEntry, collate_instructions
+from lit_sft.training.sft import InstructionModule
 from train import train
 
 NORMS: list[float] = []
@@ -68,3 +71,33 @@ def test_activation_checkpointing_trains_the_same_weights(tiny_config, tmp_path)
     assert weights[0].keys() == weights[1].keys()
     for name, tensor in weights[0].items():
         torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_response_loss_starts_at_the_target_of_the_first_response_token() -> None:
+    """Entry A: prompt [10, 11, 12], response [13, 14]; entry B: prompt [20], response [21, 22].
+
+    Targets are the inputs shifted by one, so A's response is predicted at positions 2 (13),
+    3 (14) and 4 (<|endoftext|>); B's at 0, 1, 2. Positions from 2 and from 0, `>=`, not `>`.
+    """
+    torch.manual_seed(0)
+    arch = dict(vocab_size=64, context_length=8, emb_dim=8, n_heads=2, n_layers=1)
+    module = InstructionModule(model_config=arch).eval()
+    batch = collate_instructions(
+        [EncodedEntry([10, 11, 12, 13, 14], 3), EncodedEntry([20, 21, 22], 1)], pad_id=63
+    )
+    assert batch["response_start"].tolist() == [2, 0]
+    with torch.no_grad():
+        logits = module.model(batch["input_ids"])
+    # Independently: every position's cross-entropy, and the target positions picked by hand.
+    losses = F.cross_entropy(
+        logits.flatten(0, 1), batch["targets"].clamp(min=0).flatten(), reduction="none"
+    ).view(2, 5)
+    total = losses[0, :5].sum() + losses[1, :3].sum()
+    response = losses[0, 2:5].sum() + losses[1, 0:3].sum()
+
+    module.on_validation_epoch_start()
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+    counts = torch.tensor([8.0, 6.0])  # target tokens: A's 5 and B's 3; response: 3 and 3
+    expected = torch.stack([total, counts[0], response, counts[1]])
+    torch.testing.assert_close(module.val_totals.float(), expected)
