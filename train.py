@@ -131,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 parameters=sum(p.numel() for p in module.parameters()),
                 weights=weights_source(cfg.model.weights, cfg.model.hub_repo, weights),
                 prompt=cfg.prompt.name,
-                mask_instructions=cfg.data.mask_instructions,
+                mask_instructions=cfg.data.get("mask_instructions", True),
                 split_sizes={name: len(split) for name, split in datamodule.splits.items()},
                 run_dir=run_dir,
             )
