@@ -36,56 +36,61 @@ def _one_changed(rng: random.Random, letters: list[str]) -> list[str]:
     return wrong
 
 
-def _reverse(rng: random.Random, inline: bool) -> Entry:
+# Every instruction is 5 GPT-2 tokens and every argument 3, so each argument token, and so each
+# answer token, sits at the same position in every prompt: a small model with learned absolute
+# positions then learns one attention pattern per task, not one per prompt length (with lengths
+# varying by task and layout it did not learn the mix in 1,000 steps).
+
+
+def _reverse(rng: random.Random) -> Entry:
     letters = _letters(rng)
     answer = letters[::-1]
-    return _task("Reverse the letters", letters, answer, _one_changed(rng, answer), inline)
+    return _task("Reverse the letters", letters, answer, _one_changed(rng, answer))
 
 
-def _add(rng: random.Random, inline: bool) -> Entry:
+def _add(rng: random.Random) -> Entry:
     a, b = rng.randint(0, 20), rng.randint(0, 20)
     wrong = a + b + (1 if a + b == 0 else rng.choice((-1, 1)))
-    return _task("Add the two numbers", [f"{a} + {b}"], [str(a + b)], [str(wrong)], inline)
+    return _task("Add up the two numbers", [f"{a} + {b}"], [str(a + b)], [str(wrong)])
 
 
-def _sort_letters(rng: random.Random, inline: bool) -> Entry:
+def _sort_letters(rng: random.Random) -> Entry:
     letters = _letters(rng)
     answer = sorted(letters)
     wrong = letters if letters != answer else _one_changed(rng, answer)
-    return _task("Sort the letters alphabetically", letters, answer, wrong, inline)
+    return _task("Sort the letters alphabetically", letters, answer, wrong)
 
 
-def _uppercase(rng: random.Random, inline: bool) -> Entry:
+def _uppercase(rng: random.Random) -> Entry:
     letters = _letters(rng)
     answer = [letter.upper() for letter in letters]
     wrong = list(answer)
     index = rng.randrange(len(wrong))
     wrong[index] = letters[index]  # one letter left in lowercase
-    return _task("Write in uppercase", letters, answer, wrong, inline)
+    return _task("Write in uppercase", letters, answer, wrong)
 
 
-def _lowercase(rng: random.Random, inline: bool) -> Entry:
+def _lowercase(rng: random.Random) -> Entry:
     letters = _letters(rng)
     upper = [letter.upper() for letter in letters]
     wrong = list(letters)
     index = rng.randrange(len(wrong))
     wrong[index] = upper[index]  # one letter left in uppercase
-    return _task("Write in lowercase", upper, letters, wrong, inline)
+    return _task("Write it in lowercase", upper, letters, wrong)
 
 
-def _task(
-    instruction: str, argument: list[str], answer: list[str], wrong: list[str], inline: bool
-) -> Entry:
-    # The same task appears both with its argument inline and as a separate `input`, so both
-    # prompt layouts get trained.
+def _task(instruction: str, argument: list[str], answer: list[str], wrong: list[str]) -> Entry:
     output = _spaced(answer)
-    entry = {"output": output, "chosen": output, "rejected": _spaced(wrong)}
-    if inline:
-        return {"instruction": f"{instruction}: {_spaced(argument)}", "input": "", **entry}
-    return {"instruction": f"{instruction}.", "input": _spaced(argument), **entry}
+    return {
+        "instruction": f"{instruction}: {_spaced(argument)}",
+        "input": "",
+        "output": output,
+        "chosen": output,
+        "rejected": _spaced(wrong),
+    }
 
 
-TASKS: tuple[Callable[[random.Random, bool], Entry], ...] = (
+TASKS: tuple[Callable[[random.Random], Entry], ...] = (
     _reverse,
     _add,
     _sort_letters,
@@ -97,15 +102,14 @@ TASKS: tuple[Callable[[random.Random, bool], Entry], ...] = (
 def synthetic_entries(num_entries: int, seed: int = 0) -> list[Entry]:
     """`num_entries` entries (with their preference pairs), the same for the same seed.
 
-    No question is asked twice, in either layout, so no test entry is ever a training entry.
+    No question is asked twice, so no test entry is ever a training entry.
     """
     rng = random.Random(seed)
     entries, asked = [], set()
     for _ in range(100 * num_entries):
-        entry = rng.choice(TASKS)(rng, rng.random() < 0.5)
-        question = _question(entry)
-        if question not in asked:
-            asked.add(question)
+        entry = rng.choice(TASKS)(rng)
+        if entry["instruction"] not in asked:
+            asked.add(entry["instruction"])
             entries.append(entry)
             if len(entries) == num_entries:
                 # Later draws collide more often on the tasks with few questions (sums).
@@ -115,9 +119,3 @@ def synthetic_entries(num_entries: int, seed: int = 0) -> list[Entry]:
         f"the synthetic tasks have fewer than {num_entries} distinct questions; "
         "pass a smaller data.synthetic_size"
     )
-
-
-def _question(entry: Entry) -> tuple[str, str]:
-    """The task and its argument, whichever layout the entry uses."""
-    task, _, inline = entry["instruction"].partition(": ")
-    return task.rstrip("."), entry["input"] or inline

@@ -26,6 +26,7 @@ from lit_sft.evaluation import answers as answering
 from lit_sft.evaluation.answers import read_responses
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
 from lit_sft.evaluation.scoring import exact_match_scores, summarize
+from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
 from lit_sft.report import read_scalar
 from lit_sft.run_dir import RunDir
@@ -103,6 +104,27 @@ def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
     ]
 
 
+def test_longest_prompts_are_answered_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    words = [1, 4, 2, 4, 3]
+    entries = [{"instruction": "word " * n, "input": "", "output": "x"} for n in words]
+    batches: list[list[int]] = []
+
+    def record(model, prompts, **kwargs):
+        # The instruction's word count, read back from each prompt.
+        batches.append([tiktoken.get_encoding("gpt2").decode(p).count("word") for p in prompts])
+        return [[] for _ in prompts]
+
+    monkeypatch.setattr(answering, "generate", record)
+    model = GPT(GPTConfig(vocab_size=8, context_length=8, emb_dim=4, n_layers=1, n_heads=1))
+    answered, _ = answering.generate_responses(
+        model, entries, prompt_style("phi3"), tmp_path / "a.json", batch_size=2, progress=False
+    )
+    assert batches == [[4, 4], [3, 2], [1]]
+    assert [r["instruction"] for r in answered] == [e["instruction"] for e in entries]
+
+
 def test_exact_match_counts_the_right_answers(
     tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,11 +145,9 @@ def test_exact_match_counts_the_right_answers(
     monkeypatch.setattr(answering, "generate", every_other_answer_right)
     summary = evaluate(eval_config(f"run_dir={run}", "scorer=exact_match", "limit=8", *QUICK))
     assert (summary["entries"], summary["scored"], summary["mean"]) == (8, 8, 50.0)
-    # Longest prompt first (ties in split order); the answers file keeps the split's order.
-    lengths = [len(tokenizer.encode(style.prompt(e))) for e in split]
-    by_length = sorted(range(8), key=lambda i: -lengths[i])
-    assert len(set(lengths)) > 1  # else any order would pass
-    assert batches == [by_length[:4], by_length[4:]]
+    # Synthetic prompts are all of one length, so they are answered in split order (see
+    # test_longest_prompts_are_answered_first); the answers file keeps the split's order too.
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert [r["instruction"] for r in read_json(RunDir(run).answers)] == [
         e["instruction"] for e in split
     ]

@@ -21,7 +21,7 @@ DPO_RUN = [
     "data.path=null",
     "data.synthetic_size=100",
     "data.batch_size=4",
-    "module.lr=1e-2",
+    "module.lr=3e-3",
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",
 ]

@@ -123,3 +123,12 @@ def test_a_run_ending_between_validations_validates_its_final_weights(tiny_confi
     val = scalars(run_dir, "val/loss")
     assert [step for step, _ in val] == [0, 1, 3]
     assert val[1][1] != pytest.approx(summary["val_loss"], rel=1e-5)  # step 2's is not the last
+
+
+def test_training_flushes_denormal_floats_to_zero(tiny_config) -> None:
+    try:
+        train(tiny_config())
+        # 2e-39 is below float32's smallest normal number (1.18e-38): flushed, it reads as zero.
+        assert (torch.tensor([1e-39]) * 2).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
