@@ -64,19 +64,21 @@ def _sort_letters(rng: random.Random) -> Entry:
 def _uppercase(rng: random.Random) -> Entry:
     letters = _letters(rng)
     answer = [letter.upper() for letter in letters]
-    wrong = list(answer)
-    index = rng.randrange(len(wrong))
-    wrong[index] = letters[index]  # one letter left in lowercase
-    return _task("Write in uppercase", letters, answer, wrong)
+    return _task("Write in uppercase", letters, answer, _one_unchanged(rng, answer, letters))
 
 
 def _lowercase(rng: random.Random) -> Entry:
     letters = _letters(rng)
     upper = [letter.upper() for letter in letters]
-    wrong = list(letters)
+    return _task("Write it in lowercase", upper, letters, _one_unchanged(rng, letters, upper))
+
+
+def _one_unchanged(rng: random.Random, answer: list[str], argument: list[str]) -> list[str]:
+    """`answer` with one letter left as it was in `argument`: a case change half done."""
+    wrong = list(answer)
     index = rng.randrange(len(wrong))
-    wrong[index] = upper[index]  # one letter left in uppercase
-    return _task("Write it in lowercase", upper, letters, wrong)
+    wrong[index] = argument[index]
+    return wrong
 
 
 def _task(instruction: str, argument: list[str], answer: list[str], wrong: list[str]) -> Entry:

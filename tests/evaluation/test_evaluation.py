@@ -52,6 +52,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+def run_evaluate(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python evaluate.py <args>` as a user runs it, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "evaluate.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def copy_run(run: Path, to: Path, weights: str = "model.safetensors") -> Path:
     """A fresh folder with `run`'s config, summary, events and one of its weights files."""
     shutil.copytree(run / ".hydra", to / ".hydra")
@@ -247,14 +259,7 @@ def test_end_to_end_with_a_fake_ollama_judge(
     judge_server.reply_with("90", "70", Reply(text="bad request", status=400), "40")
     args = [f"run_dir={run}", f"judge.url={judge_server.url}", "limit=5", *QUICK]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "evaluate.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_evaluate(args, env)
     assert done.returncode == 0, done.stderr
     summary = read_json(RunDir(run).eval_summary)
     assert summary["metric"] == "judge"
@@ -297,14 +302,7 @@ def test_end_to_end_with_a_fake_openai_judge_found_by_its_environment(
             "OPENAI_API_KEY": "sk-test",
         }
         args = [f"run_dir={run}", "judge=openai", "judge.model=judge-model", "limit=3", *QUICK]
-        done = subprocess.run(
-            [sys.executable, "evaluate.py", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_evaluate(args, env)
     finally:
         server.stop()
     assert done.returncode == 0, done.stderr
