@@ -37,6 +37,7 @@ from lit_sft.run_dir import RunDir
 from lit_sft.training.callbacks import RunSummary, failure_summary
 from lit_sft.training.console import closing_line, header_line, quiet_lightning, weights_source
 from lit_sft.training.sft import InstructionModule
+from lit_sft.training.strategies import default_precision
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [summary]
     loggers = build_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=list(loggers.values()), callbacks=callbacks, default_root_dir=run_dir
+        cfg.trainer,
+        precision=default_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+        logger=list(loggers.values()),
+        callbacks=callbacks,
+        default_root_dir=run_dir,
     )
     if trainer.is_global_zero:
         reopen = {name: reopen_arguments(logger) for name, logger in loggers.items()}

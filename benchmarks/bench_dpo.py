@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from lit_sft.training.dpo import DPOModule
 from lit_sft.training.losses import sequence_logps
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("LIT_SFT_SHARED", REPO.parent / "shared"))
 BETA = 0.1
 
 

@@ -36,8 +36,9 @@ from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
 
 REPO = Path(__file__).resolve().parents[1]
-BOOK_DATA = REPO.parent / "shared" / "data" / "instruction-data.json"
-REF_DIR = REPO.parent / "shared" / "bench" / "ref"
+SHARED = Path(os.environ.get("LIT_SFT_SHARED", REPO.parent / "shared"))
+BOOK_DATA = SHARED / "data" / "instruction-data.json"
+REF_DIR = SHARED / "bench" / "ref"
 NEVER = -1  # an end-of-text id no token has
 
 Answers = list[list[int]]

@@ -41,7 +41,8 @@ from lit_sft.training.sft import InstructionModule
 
 REPO = Path(__file__).resolve().parents[1]
 
-SHARED = REPO.parent / "shared"
+# The book's data, code and tokenizer files; $LIT_SFT_SHARED where they lie elsewhere (as in tests).
+SHARED = Path(os.environ.get("LIT_SFT_SHARED", REPO.parent / "shared"))
 LOSS_TOLERANCE = 1e-3
 BOOK_ALLOWED_MAX_LENGTH = 1024  # what the book's chapter 7 passes to its collate
 
