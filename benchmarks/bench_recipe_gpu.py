@@ -38,9 +38,14 @@ import torch
 from benchmarks import bench_train as bt
 from benchmarks.bench_recipe import EPOCHS, book_batches, flops_per_target
 
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gpt2-medium", choices=["tiny", "gpt2-small", "gpt2-medium", "gpt2-large"])
+    parser.add_argument(
+        "--model",
+        default="gpt2-medium",
+        choices=["tiny", "gpt2-small", "gpt2-medium", "gpt2-large"],
+    )
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--book-prompts", type=int, default=10)
     parser.add_argument(
