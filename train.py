@@ -143,7 +143,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
         )
     try:
-        result = fit(trainer, module, datamodule, summary, cfg.ckpt_path)
+        result = fit(trainer, module, datamodule, summary, resume_path(cfg.ckpt_path, run_dir))
     finally:
         finish(loggers.values())
     if cfg.export_weights and trainer.is_global_zero:
@@ -152,6 +152,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         log.info(closing_line(result, run_dir))
     return result
+
+
+def resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`ckpt_path`, with `last` meaning the run folder's newest resumable checkpoint (None, and a
+    warning, before it has one: a preset may say `last` before the first run)."""
+    if ckpt_path != "last":
+        return ckpt_path
+    checkpoint = RunDir(run_dir).resumable_checkpoint()
+    if checkpoint is None:
+        log.warning("ckpt_path=last: %s has no checkpoint yet; training from the start", run_dir)
+        return None
+    return str(checkpoint)
 
 
 def fit(

@@ -6,8 +6,9 @@
 <run>/summary.json              training's final metrics and costs
 <run>/tb/                       TensorBoard events (csv/, wandb/: the other loggers' files)
 <run>/loggers.json              how evaluate reopens each logger's run (wandb id, MLflow run id)
-<run>/samples.jsonl             the sample answer of each validation
-<run>/checkpoints/last.ckpt     the resumable checkpoint; best-step*.ckpt the best weights
+<run>/samples.jsonl             the sample answers of the validations
+<run>/checkpoints/last.ckpt     the resumable checkpoint (last-interrupted.ckpt: where a run was
+                                stopped); best-step*.ckpt the best weights (callbacks=best)
 <run>/model.safetensors         exported weights (Hugging Face GPT-2 layout) + config.json,
                                 generation_config.json and the tokenizer files (lit_sft.export)
 <run>/reference-logps.json      DPO: the reference's log-probabilities, when precomputed
@@ -41,6 +42,7 @@ class RunDir:
         self.samples = self.path / "samples.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self.last_checkpoint = self.checkpoints / "last.ckpt"
+        self.interrupted_checkpoint = self.checkpoints / "last-interrupted.ckpt"
         self.weights = self.path / WEIGHTS_FILENAME
         self.hf_config = self.path / "config.json"
         self.reference_logps = self.path / "reference-logps.json"
@@ -69,6 +71,11 @@ class RunDir:
         lines = yaml.safe_load(self.overrides.read_text()) if self.overrides.is_file() else None
         pairs = (line.lstrip("+").partition("=") for line in lines or [])
         return {key: value for key, _, value in pairs}
+
+    def resumable_checkpoint(self) -> Path | None:
+        """What `ckpt_path=last` resumes from: the newer of last.ckpt and last-interrupted.ckpt."""
+        saved = [p for p in (self.last_checkpoint, self.interrupted_checkpoint) if p.is_file()]
+        return max(saved, key=lambda p: p.stat().st_mtime_ns, default=None)
 
     def trained_weights(self) -> Path:
         """The weights training left: the exported model.safetensors, else the last checkpoint."""

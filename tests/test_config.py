@@ -83,11 +83,12 @@ def test_method_sft_is_the_default_module_and_module_default_still_names_it(
 
 
 def test_run_folder_paths_in_the_config_are_the_run_dirs(tmp_path: Path) -> None:
-    cfg = compose_config([], tmp_path / "run")
+    cfg = compose_config(["callbacks=best"], tmp_path / "run")
     OmegaConf.resolve(cfg)
     run = RunDir(cfg.run_dir)
-    for callback in ("checkpoint", "resume_checkpoint"):
-        assert Path(cfg.callbacks[callback].dirpath) == run.checkpoints
+    assert Path(cfg.callbacks.checkpoint.dirpath) == run.checkpoints
+    assert Path(cfg.callbacks.resume_checkpoint.path) == run.last_checkpoint
+    assert Path(cfg.callbacks.interrupted_checkpoint.path) == run.interrupted_checkpoint
     assert Path(cfg.logger.tensorboard.save_dir) / cfg.logger.tensorboard.name == run.tb
 
 

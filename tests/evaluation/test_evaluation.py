@@ -380,7 +380,7 @@ def test_judge_config_maps_onto_judge(preset: str) -> None:
     judge = Judge(JudgeSettings(**OmegaConf.to_container(cfg.judge, resolve=True)))
     assert judge.settings.api == judge.api.name == preset
     defaults = eval_config()
-    assert (defaults.scorer, defaults.batch_size, defaults.max_new_tokens) == ("judge", 8, 256)
+    assert (defaults.scorer, defaults.batch_size, defaults.max_new_tokens) == ("judge", 32, 256)
     assert (defaults.judge.url, defaults.judge.model) == (None, "llama3")  # None: OLLAMA_HOST
 
 

@@ -28,6 +28,7 @@ TINY_RUN = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "callbacks.sample_answer.max_new_tokens=4",
+    "callbacks.sample_answer.every_n_validations=1",
 ]
 
 

@@ -234,10 +234,12 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             if cut is not None:
                 body = body[:cut]
                 self.close_connection = True
-            self.wfile.write(body)
-            self.wfile.flush()
+            # Counted before writing: the client may finish reading (and a test check the count)
+            # before this thread runs again.
             with hub.lock:
                 hub.bytes_sent += len(body)
+            self.wfile.write(body)
+            self.wfile.flush()
 
         def _send_empty(self, status: int, headers: dict[str, str] | None = None) -> None:
             self.send_response(status)

@@ -34,6 +34,7 @@ def logged_hparams(run_dir: Path) -> dict[str, object]:
 def test_tiny_run_learns_and_writes_a_complete_run_folder(tiny_config, tmp_path: Path) -> None:
     batches = tmp_path / "batches.jsonl"
     cfg = tiny_config(
+        "callbacks=best",
         "module.lr=3e-3",
         "trainer.max_steps=30",
         "trainer.val_check_interval=10",
