@@ -86,6 +86,7 @@ def test_stops_at_max_new_tokens_256_by_default(model: GPT) -> None:
     assert inspect.signature(generate).parameters["max_new_tokens"].default == 256
     roomy = GPT(GPTConfig(vocab_size=48, context_length=300, emb_dim=16, n_layers=1, n_heads=2))
     assert len(generate(roomy.eval(), [[1, 2, 3]], eos_id=NEVER)[0]) == 256
+    assert len(list(stream(roomy, [1, 2, 3], eos_id=NEVER))) == 256
     assert [len(a) for a in generate(model, PROMPTS, max_new_tokens=3, eos_id=NEVER)] == [3] * 4
 
 
@@ -128,6 +129,18 @@ def test_seeded_sampling_is_reproducible(model: GPT) -> None:
 def test_top_1_sampling_is_greedy(model: GPT) -> None:
     greedy = generate(model, PROMPTS, max_new_tokens=10, eos_id=NEVER)
     assert sample(model, 3, top_k=1) == greedy
+
+
+def test_stream_is_greedy_by_default_and_passes_the_sampling_on(model: GPT) -> None:
+    prompt = PROMPTS[2]
+    greedy = generate(model, [prompt], max_new_tokens=10, eos_id=NEVER)[0]
+    assert list(stream(model, prompt, max_new_tokens=10, eos_id=NEVER)) == greedy
+    args = dict(max_new_tokens=10, eos_id=NEVER, temperature=1.5)
+    top1 = stream(model, prompt, top_k=1, generator=torch.Generator().manual_seed(3), **args)
+    assert list(top1) == greedy
+    seeded = stream(model, prompt, generator=torch.Generator().manual_seed(7), **args)
+    alone = generate(model, [prompt], generator=torch.Generator().manual_seed(7), **args)[0]
+    assert list(seeded) == alone != greedy
 
 
 def test_top_k_sampling_keeps_to_the_k_most_likely(model: GPT) -> None:

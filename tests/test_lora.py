@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
@@ -175,9 +176,12 @@ def test_saved_adapters_are_the_adapter_tensors_and_the_settings(tmp_path: Path)
     model = add_adapters(base_model(), LoRAConfig(rank=2, alpha=8, targets=("qkv", "out_head")))
     train_adapters(model)
     tensors = adapter_state_dict(model)
-    out = save_adapters(tensors, adapter_config(model), "base.safetensors", tmp_path / "adapter")
-    assert out == tmp_path / "adapter"
+    out = save_adapters(tensors, adapter_config(model), "base.safetensors", tmp_path / "a" / "b")
+    assert out == tmp_path / "a" / "b"
+    assert save_adapters(tensors, adapter_config(model), "base.safetensors", out) == out  # again
     saved = load_file(out / "adapter_model.safetensors")
+    with safe_open(out / "adapter_model.safetensors", framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}  # what transformers and peft check
     expected = {
         f"{prefix}.{ab}": getattr(layer, ab)
         for prefix, layer in [(f"blocks.{i}.attn.qkv", model.blocks[i].attn.qkv) for i in
@@ -187,7 +191,7 @@ def test_saved_adapters_are_the_adapter_tensors_and_the_settings(tmp_path: Path)
     assert saved.keys() == expected.keys()
     for name, tensor in expected.items():
         assert torch.equal(saved[name], tensor), name
-    assert json.loads((out / "adapter_config.json").read_text(encoding="utf-8")) == {
+    description = {
         "rank": 2,
         "alpha": 8,
         "dropout": 0.05,
@@ -195,6 +199,9 @@ def test_saved_adapters_are_the_adapter_tensors_and_the_settings(tmp_path: Path)
         "base_weights": "base.safetensors",
         "scaling": 4.0,
     }
+    text = (out / "adapter_config.json").read_text(encoding="utf-8")
+    assert text.startswith('{\n  "rank": 2,\n  "alpha": 8,\n') and text.endswith("4.0\n}\n")
+    assert json.loads(text) == description
 
 
 def test_activation_checkpointing_gives_the_adapters_the_same_gradients() -> None:
