@@ -101,15 +101,15 @@ class LoRALinear(nn.Module):
         return linear
 
 
-def _target_owners(model: GPT, targets: Sequence[str]) -> Iterator[tuple[nn.Module, str, str]]:
-    """(parent module, attribute, full name) of every targeted linear."""
-    for i, block in enumerate(model.blocks):
+def _target_owners(model: GPT, targets: Sequence[str]) -> Iterator[tuple[nn.Module, str]]:
+    """(parent module, attribute) of every targeted linear."""
+    for block in model.blocks:
         for target in targets:
             if target in _TARGET_PATHS:
                 parent_path, _, attr = _TARGET_PATHS[target].rpartition(".")
-                yield block.get_submodule(parent_path), attr, f"blocks.{i}.{_TARGET_PATHS[target]}"
+                yield block.get_submodule(parent_path), attr
     if "out_head" in targets:
-        yield model, "out_head", "out_head"
+        yield model, "out_head"
 
 
 def add_adapters(model: GPT, config: LoRAConfig) -> GPT:
@@ -117,7 +117,7 @@ def add_adapters(model: GPT, config: LoRAConfig) -> GPT:
     if has_adapters(model):
         raise ValueError("the model already has LoRA adapters")
     model.requires_grad_(False)
-    for parent, attr, _ in _target_owners(model, config.targets):
+    for parent, attr in _target_owners(model, config.targets):
         layer = LoRALinear(getattr(parent, attr), config.rank, config.alpha, config.dropout)
         setattr(parent, attr, layer)
     return model
@@ -148,7 +148,7 @@ def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
 
 def merge_adapters(model: GPT) -> GPT:
     """Folds every adapter into its linear's weight, in place: a plain GPT-2 again; returns it."""
-    for parent, attr, _ in _target_owners(model, TARGETS):
+    for parent, attr in _target_owners(model, TARGETS):
         layer = getattr(parent, attr)
         if isinstance(layer, LoRALinear):
             setattr(parent, attr, layer.merged())

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 
-from lit_sft.generation import generate
+from lit_sft.checkpoints import load_weights
+from lit_sft.generation import (
+    DONE_CHECK_EVERY,
+    attention_mask,
+    decode_steps,
+    generate,
+    left_pad,
+    next_token,
+    stream,
+)
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
+from tests.helpers.gpt2 import our_config, random_hf_model, save_hf_checkpoint
 
 CONTEXT = 32
 NEVER = -1  # an end-of-text id no token has, so every answer runs to max_new_tokens
@@ -74,6 +86,7 @@ def test_stops_at_max_new_tokens_256_by_default(model: GPT) -> None:
     assert inspect.signature(generate).parameters["max_new_tokens"].default == 256
     roomy = GPT(GPTConfig(vocab_size=48, context_length=300, emb_dim=16, n_layers=1, n_heads=2))
     assert len(generate(roomy.eval(), [[1, 2, 3]], eos_id=NEVER)[0]) == 256
+    assert len(list(stream(roomy, [1, 2, 3], eos_id=NEVER))) == 256
     assert [len(a) for a in generate(model, PROMPTS, max_new_tokens=3, eos_id=NEVER)] == [3] * 4
 
 
@@ -118,6 +131,18 @@ def test_top_1_sampling_is_greedy(model: GPT) -> None:
     assert sample(model, 3, top_k=1) == greedy
 
 
+def test_stream_is_greedy_by_default_and_passes_the_sampling_on(model: GPT) -> None:
+    prompt = PROMPTS[2]
+    greedy = generate(model, [prompt], max_new_tokens=10, eos_id=NEVER)[0]
+    assert list(stream(model, prompt, max_new_tokens=10, eos_id=NEVER)) == greedy
+    args = dict(max_new_tokens=10, eos_id=NEVER, temperature=1.5)
+    top1 = stream(model, prompt, top_k=1, generator=torch.Generator().manual_seed(3), **args)
+    assert list(top1) == greedy
+    seeded = stream(model, prompt, generator=torch.Generator().manual_seed(7), **args)
+    alone = generate(model, [prompt], generator=torch.Generator().manual_seed(7), **args)[0]
+    assert list(seeded) == alone != greedy
+
+
 def test_top_k_sampling_keeps_to_the_k_most_likely(model: GPT) -> None:
     prompt = PROMPTS[2]
     logits = model(torch.tensor([prompt]))[0, -1]
@@ -134,6 +159,82 @@ def test_top_k_sampling_keeps_to_the_k_most_likely(model: GPT) -> None:
         for seed in range(40)
     }
     assert firsts <= top3 and len(firsts) > 1
+
+
+def test_greedy_answers_equal_transformers_step_by_step(tmp_path: Path) -> None:
+    """Left padding and positions against transformers' GPT-2, fed each unpadded prompt whole."""
+    hf = random_hf_model(tie=False).double()
+    model = GPT(our_config())
+    load_weights(model, save_hf_checkpoint(hf, tmp_path / "m.safetensors", prefix="", head=True))
+    prompts = [[5], [7, 8, 9, 10, 11, 12], [300, 2, 3]]
+    expected = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = list(prompt)
+            for _ in range(6):
+                ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
+            expected.append(ids[len(prompt) :])
+    assert generate(model.double().eval(), prompts, max_new_tokens=6, eos_id=NEVER) == expected
+
+
+def fed_lengths(model: GPT, run: Callable[[], object]) -> list[int]:
+    """How many positions each forward of `run()` feeds the model."""
+    lengths = []
+    handle = model.tok_emb.register_forward_hook(
+        lambda _, args, __: lengths.append(args[0].shape[1])
+    )
+    run()
+    handle.remove()
+    return lengths
+
+
+def test_each_new_token_costs_one_position_unless_uncached(model: GPT) -> None:
+    prompts = [[1, 2, 3], [4]]
+
+    def cached() -> list[list[int]]:
+        return generate(model, prompts, max_new_tokens=4, eos_id=NEVER)
+
+    def uncached() -> list[list[int]]:
+        return generate(model, prompts, max_new_tokens=4, eos_id=NEVER, use_cache=False)
+
+    def streamed() -> list[int]:
+        return list(stream(model, [1, 2], max_new_tokens=3, eos_id=NEVER))
+
+    assert fed_lengths(model, cached) == [3, 1, 1, 1]
+    assert fed_lengths(model, uncached) == [3, 4, 5, 6]
+    assert fed_lengths(model, streamed) == [2, 1, 1]
+
+
+def test_stops_at_the_first_check_after_every_answer_ended(model: GPT) -> None:
+    eos = generate(model, PROMPTS[:1], max_new_tokens=1, eos_id=NEVER)[0][0]
+    args = dict(max_new_tokens=30, eos_id=eos, temperature=0.0, top_k=None, generator=None)
+    steps = list(decode_steps(model, PROMPTS[:1], **args))
+    assert len(steps) == DONE_CHECK_EVERY == 8
+    assert [int(t) for t in steps] == [eos] * 8
+    assert len(list(decode_steps(model, PROMPTS[:1], **{**args, "eos_id": NEVER}))) == 30
+
+
+def test_sampling_follows_the_tempered_top_k_softmax() -> None:
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]]).repeat(4000, 1)
+    generator = torch.Generator().manual_seed(0)
+    tokens = next_token(logits, temperature=2.0, top_k=2, generator=generator)
+    assert set(tokens.tolist()) == {1, 2}
+    # By hand: softmax([3, 2] / 2) gives token 1 e^1.5 / (e^1.5 + e^1) = 0.6225.
+    assert (tokens == 1).float().mean().item() == pytest.approx(0.6225, abs=0.03)
+    assert next_token(logits[:2], 0.0, None, None).tolist() == [1, 1]
+
+
+def test_left_pad_and_the_prompt_mask_by_hand() -> None:
+    ids, real = left_pad([[4, 5, 6], [7], []], pad_id=9)
+    assert ids.dtype == torch.long and real.dtype == torch.bool
+    assert ids.tolist() == [[4, 5, 6], [9, 9, 7], [9, 9, 9]]
+    assert real.tolist() == [[True] * 3, [False, False, True], [False] * 3]
+    mask = attention_mask(real[:2], query_start=1)  # queries 1 and 2 of each row
+    assert mask.shape == (2, 1, 2, 3)
+    assert mask[:, 0].tolist() == [
+        [[True, True, False], [True, True, True]],
+        [[False, True, False], [False, False, True]],  # padding query 1 sees itself only
+    ]
 
 
 ENTRY = {"instruction": "Reverse the word.", "input": "abc", "output": "cba"}

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
 from lit_sft.checkpoints import export_hf
@@ -12,10 +15,12 @@ from lit_sft.lora import (
     LoRAConfig,
     LoRALinear,
     adapter_config,
+    adapter_state_dict,
     add_adapters,
     disable_adapters,
     has_adapters,
     merge_adapters,
+    save_adapters,
     trainable_parameters,
 )
 from lit_sft.model import GPT
@@ -141,3 +146,75 @@ def test_the_adapter_group_maps_onto_lora_config(tmp_path: Path) -> None:
     )
     head = compose_config(["adapter=lora", "adapter.targets=[fc,out_head]"], tmp_path)
     assert lora_config(head).targets == ("fc", "out_head")
+
+
+def test_adapter_a_starts_as_nn_linear_does_and_follows_the_dtype() -> None:
+    """A ~ U(-1/sqrt(in), 1/sqrt(in)), nn.Linear's (and peft's) init; float64 stays float64."""
+    torch.manual_seed(0)
+    model = add_adapters(base_model().double(), LoRAConfig(rank=16, targets=("fc",)))
+    lora_a = model.blocks[0].mlp.fc.lora_a
+    assert lora_a.dtype == model.blocks[0].mlp.fc.lora_b.dtype == torch.float64
+    bound = 1 / EMB**0.5
+    assert 0.97 * bound < lora_a.abs().max().item() <= bound
+    train_adapters(model)
+    assert model(token_ids()).dtype == torch.float64
+
+
+def test_rank_1_is_allowed_and_adapters_are_added_once() -> None:
+    model = add_adapters(base_model(), LoRAConfig(rank=1, targets=("out_head",)))
+    assert adapter_config(model) == LoRAConfig(rank=1, targets=("out_head",))  # a single layer
+    with pytest.raises(ValueError, match="^the model already has LoRA adapters$"):
+        add_adapters(model, LoRAConfig())
+
+
+def test_adapter_config_names_every_target() -> None:
+    config = LoRAConfig(rank=2, alpha=3, dropout=0.0, targets=ALL)
+    assert adapter_config(add_adapters(base_model(), config)) == config
+
+
+def test_saved_adapters_are_the_adapter_tensors_and_the_settings(tmp_path: Path) -> None:
+    model = add_adapters(base_model(), LoRAConfig(rank=2, alpha=8, targets=("qkv", "out_head")))
+    train_adapters(model)
+    tensors = adapter_state_dict(model)
+    out = save_adapters(tensors, adapter_config(model), "base.safetensors", tmp_path / "a" / "b")
+    assert out == tmp_path / "a" / "b"
+    assert save_adapters(tensors, adapter_config(model), "base.safetensors", out) == out  # again
+    saved = load_file(out / "adapter_model.safetensors")
+    with safe_open(out / "adapter_model.safetensors", framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}  # what transformers and peft check
+    expected = {
+        f"{prefix}.{ab}": getattr(layer, ab)
+        for prefix, layer in [(f"blocks.{i}.attn.qkv", model.blocks[i].attn.qkv) for i in
+                              range(LAYERS)] + [("out_head", model.out_head)]
+        for ab in ("lora_a", "lora_b")
+    }  # fmt: skip
+    assert saved.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(saved[name], tensor), name
+    description = {
+        "rank": 2,
+        "alpha": 8,
+        "dropout": 0.05,
+        "targets": ["qkv", "out_head"],
+        "base_weights": "base.safetensors",
+        "scaling": 4.0,
+    }
+    text = (out / "adapter_config.json").read_text(encoding="utf-8")
+    assert text.startswith('{\n  "rank": 2,\n  "alpha": 8,\n') and text.endswith("4.0\n}\n")
+    assert json.loads(text) == description
+
+
+def test_activation_checkpointing_gives_the_adapters_the_same_gradients() -> None:
+    """The frozen embeddings give the blocks an input without gradient: recomputation must
+    still reach the adapters inside them."""
+    grads = []
+    for checkpointing in (False, True):
+        model = add_adapters(base_model(), LoRAConfig(rank=2, dropout=0.0, targets=ALL))
+        train_adapters(model)
+        model.activation_checkpointing = checkpointing
+        model(token_ids()).logsumexp(-1).mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[1].keys() == grads[0].keys()
+    for name, grad in grads[0].items():
+        assert grads[1][name] is not None, name
+        torch.testing.assert_close(grads[1][name], grad, rtol=0, atol=0, msg=name)

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from torch import nn
+from transformers import GPT2Config
 
 from lit_sft.model import GPT, GPTConfig, KVCache
 
@@ -45,12 +49,41 @@ def test_head_starts_as_a_copy_or_is_tied() -> None:
 
 
 def test_positions_past_the_context_are_rejected() -> None:
-    with pytest.raises(ValueError, match="context length 32"):
-        GPT(TINY)(torch.zeros(1, 33, dtype=torch.long))
+    model = GPT(TINY).eval()
+    with pytest.raises(ValueError, match="^position 32 is past the context length 32$"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+    assert model(torch.zeros(1, 32, dtype=torch.long)).shape == (1, 32, 97)  # exactly full
+
+
+def test_cache_length_and_overflow_are_checked() -> None:
+    with pytest.raises(ValueError, match="^cache length 33 exceeds the context length 32$"):
+        KVCache(TINY, batch_size=1, max_len=33)
+    model = GPT(TINY).eval()
+    cache = KVCache(TINY, batch_size=1, max_len=32)  # exactly the context
+    model(torch.zeros(1, 31, dtype=torch.long), cache=cache)
+    one = torch.ones(1, 1, 1, 32, dtype=torch.bool)
+    model(torch.zeros(1, 1, dtype=torch.long), attn_mask=one, cache=cache)
+    assert cache.length == 32
+    with pytest.raises(ValueError, match="^KV cache overflow: 33 positions, room for 32$"):
+        model(torch.zeros(1, 1, dtype=torch.long), positions=torch.zeros(1, 1).long(), cache=cache)
+
+
+def test_decoding_on_a_filled_cache_needs_a_mask() -> None:
+    model = GPT(TINY).eval()
+    cache = KVCache(TINY, batch_size=1, max_len=4)
+    model(torch.zeros(1, 1, dtype=torch.long), cache=cache)  # one position is enough to refuse
+    with pytest.raises(
+        ValueError, match="^decoding on a filled cache needs an explicit attn_mask$"
+    ):
+        model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
 
 
 def test_heads_must_divide_the_width() -> None:
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(
+        ValueError,
+        match="^emb_dim 30 is not divisible by n_heads 4, in model.arch; choose n_heads that "
+        "divides emb_dim$",
+    ):
         GPTConfig(emb_dim=30, n_heads=4)
 
 
@@ -87,3 +120,99 @@ def test_activation_checkpointing_keeps_less_and_gives_the_same_gradients() -> N
         torch.testing.assert_close(checkpointed[name], grad, rtol=0, atol=0, msg=name)
     # Only each block's input stays (plus embeddings and head): far less than every activation.
     assert checkpointed_bytes < plain_bytes / 3
+
+
+def test_defaults_are_gpt2_small_untied_without_dropout() -> None:
+    hf = GPT2Config()  # transformers' defaults are GPT-2 small
+    assert GPTConfig() == GPTConfig(
+        vocab_size=hf.vocab_size,
+        context_length=hf.n_positions,
+        emb_dim=hf.n_embd,
+        n_layers=hf.n_layer,
+        n_heads=hf.n_head,
+        drop_rate=0.0,
+        qkv_bias=True,
+        tie_weights=False,
+    )
+    assert GPTConfig().head_dim == 64
+    no_bias = GPT(GPTConfig(**{**TINY.__dict__, "qkv_bias": False}))
+    assert no_bias.blocks[0].attn.qkv.bias is None
+    assert GPT(TINY).num_parameters() - no_bias.num_parameters() == 2 * 3 * 32
+
+
+def test_init_is_gpt2s() -> None:
+    """Normal(0, 0.02) weights, 0.02 / sqrt(2 * n_layers) for the residual projections, zero biases
+    (transformers' GPT2PreTrainedModel._init_weights)."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=2000, context_length=256, emb_dim=64, n_layers=3, n_heads=4)
+    model = GPT(config)
+    residual_std = 0.02 / math.sqrt(6)
+    for name, param in model.named_parameters():
+        if name.endswith("bias"):
+            assert torch.equal(param, torch.zeros_like(param)), name
+        elif "norm" in name:
+            assert torch.equal(param, torch.ones_like(param)), name
+        else:
+            expected_std = residual_std if name.endswith("proj.weight") else 0.02
+            assert abs(param.mean().item()) < expected_std / 10, name
+            assert param.std().item() == pytest.approx(expected_std, rel=0.05), name
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    assert [m.eps for m in norms] == [GPT2Config().layer_norm_epsilon] * (2 * 3 + 1)
+
+
+def dropout_model(drop_rate: float, attention_only: bool = False) -> GPT:
+    """TINY with dropout, the same weights whatever the rate; optionally only attention's."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY.__dict__, "drop_rate": drop_rate}))
+    if attention_only:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    return model
+
+
+def test_attention_dropout_only_while_training() -> None:
+    ids = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(3))
+    plain = dropout_model(0.0).eval()(ids)
+    model = dropout_model(0.5, attention_only=True)
+    torch.testing.assert_close(model.eval()(ids), plain, rtol=0, atol=0)
+    model.train()
+    assert not torch.allclose(model(ids), plain)
+
+
+def block_runs(model: GPT, ids: torch.Tensor) -> int:
+    """How many times the first block runs in a training forward and backward."""
+    block = model.blocks[0]
+    runs = []
+
+    def counted(*args: object) -> torch.Tensor:
+        runs.append(1)
+        return type(block).forward(block, *args)
+
+    block.forward = counted
+    model(ids).sum().backward()
+    del block.forward
+    return len(runs)
+
+
+def test_activation_checkpointing_is_off_by_default_and_reruns_each_block() -> None:
+    model = GPT(TINY).train()
+    ids = torch.randint(0, 97, (1, 6))
+    assert block_runs(model, ids) == 1
+    model.activation_checkpointing = True
+    assert block_runs(model, ids) == 2
+
+
+def test_activation_checkpointing_keeps_the_mask_and_the_cache() -> None:
+    """With gradients on, a checkpointed model decodes from its cache as the plain one does."""
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    ids = torch.randint(0, 97, (1, 8))
+    full = model(ids).detach()
+    model.activation_checkpointing = True
+    cache = KVCache(TINY, batch_size=1, max_len=8)
+    prefix = model(ids[:, :6], cache=cache)
+    mask = torch.ones(1, 1, 2, 8, dtype=torch.bool)
+    mask[0, 0, 0, 7] = False  # causal between the two new positions
+    steps = model(ids[:, 6:], attn_mask=mask, cache=cache)
+    torch.testing.assert_close(torch.cat([prefix, steps], 1).detach(), full, atol=1e-5, rtol=1e-5)
