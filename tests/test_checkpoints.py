@@ -375,6 +375,8 @@ def test_load_model_gives_an_eval_model_with_the_weights_or_a_random_one(tmp_pat
     fresh = load_model(asdict(our_config()), None)
     assert not fresh.training
     assert not torch.equal(fresh.tok_emb.weight, hf.transformer.wte.weight)
+    # "meta": a device other than the CPU that every machine has.
+    assert load_model(asdict(our_config()), None, device="meta").tok_emb.weight.is_meta
 
 
 # ---------------------------------------------------------------------------------------------
