@@ -617,3 +617,11 @@ def test_check_ready_says_when_the_server_serves_no_models(server: FakeLLMServer
 def test_check_ready_gives_up_after_the_timeout(server: FakeLLMServer) -> None:
     server.models_reply = Reply(raw=b'{"models": [{"name": "llama3:latest"}]}', delay_s=3.0)
     assert "cannot reach the ollama judge server" in check_ready_error(server, timeout_s=0.3)
+
+
+def test_a_reply_of_another_shape_is_recorded_with_the_missing_key(
+    server: FakeLLMServer, sleeps: list[float]
+) -> None:
+    server.default_reply = Reply(raw=b'{"answer": "85"}')
+    result = make_judge(server, sleeps, stream=False, max_attempts=1).score("i", "r", "m")
+    assert result.error == "attempt 1/1: BadReply: unexpected reply shape (KeyError: 'message')"
