@@ -73,7 +73,14 @@ def test_prompt_holds_instruction_reference_and_response() -> None:
     assert "The cat was sitting." in prompt
     assert "A cat sat." in prompt
     assert prompt.index("The cat was sitting.") < prompt.index("A cat sat.")
-    assert "0 to 100" in prompt and "integer only" in prompt
+    assert prompt == (
+        "You are grading how well a model followed an instruction.\n\n"
+        "Instruction and input:\nRewrite: the cat sat.\n\n"
+        "Correct output:\nThe cat was sitting.\n\n"
+        "Model response:\nA cat sat.\n\n"
+        "Rate the model response on a scale from 0 to 100, where 100 means it is as good as the "
+        "correct output. Reply with the integer only."
+    )
 
 
 @pytest.mark.parametrize(
