@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import GPT2LMHeadModel
 
-from lit_sft.checkpoints import export_hf, load_state_dict_file, load_weights, resolve_weights
+from lit_sft.checkpoints import (
+    export_hf,
+    load_model,
+    load_state_dict_file,
+    load_weights,
+    resolve_weights,
+)
 from lit_sft.model import GPT
 from tests.helpers.gpt2 import (
+    CONTEXT,
     EMB,
+    HEADS,
+    LAYERS,
     TOLERANCE,
+    VOCAB,
     max_diff,
     our_config,
     random_hf_model,
@@ -86,8 +99,12 @@ def test_padded_batch_matches_transformers_on_real_positions(tmp_path: Path) -> 
 def test_tied_model_refuses_a_checkpoint_with_a_different_head(tmp_path: Path) -> None:
     hf = random_hf_model(tie=False)
     path = save_hf_checkpoint(hf, tmp_path / "model.safetensors", prefix="", head=True)
-    with pytest.raises(ValueError, match="tie_weights=false"):
+    with pytest.raises(ValueError) as error:
         load_weights(GPT(our_config(tie=True)), path)
+    assert str(error.value) == (
+        f"{path} has an output head that differs from its token embedding, but the model "
+        "ties them (tie_weights=true); set model.tie_weights=false to load both"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +127,8 @@ def test_missing_and_unexpected_hf_tensors_are_named(tmp_path: Path) -> None:
     hf = random_hf_model(tie=True, n_layer=3)
     tensors = {k: v.clone() for k, v in hf.transformer.state_dict().items()}
     del tensors["h.0.mlp.c_fc.bias"]
-    tensors["h.0.attn.rotary.weight"] = torch.zeros(3)
+    # Three dimensions: an unknown tensor must pass through untransposed to be reported.
+    tensors["h.0.attn.rotary.weight"] = torch.zeros(2, 3, 4)
     save_file(tensors, tmp_path / "model.safetensors")
     with pytest.raises(ValueError) as error:
         load_weights(GPT(our_config()), tmp_path)
@@ -127,17 +145,24 @@ def test_lit_sft_mismatches_are_named(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "state.pt")
     with pytest.raises(ValueError) as error:
         load_weights(GPT(our_config()), tmp_path / "state.pt")
-    message = str(error.value)
-    assert "missing tensor blocks.0.norm1.bias" in message
-    assert "shape mismatch for blocks.1.mlp.fc.weight: checkpoint (256, 65), model (256, 64)" in (
-        message
+    assert str(error.value) == (
+        f"{tmp_path / 'state.pt'} does not fit the model; does conf/model match the checkpoint?"
+        "\n  missing tensor blocks.0.norm1.bias"
+        "\n  shape mismatch for blocks.1.mlp.fc.weight: checkpoint (256, 65), model (256, 64) "
+        "(lit_sft layout)"
     )
 
 
-def test_unknown_naming_is_refused(tmp_path: Path) -> None:
-    save_file({"encoder.weight": torch.zeros(2)}, tmp_path / "x.safetensors")
-    with pytest.raises(ValueError, match="neither Hugging Face GPT-2 nor lit_sft"):
-        load_weights(GPT(our_config()), tmp_path / "x.safetensors")
+def test_unknown_naming_is_refused_naming_the_first_five_tensors(tmp_path: Path) -> None:
+    path = tmp_path / "x.safetensors"
+    save_file({f"encoder.{i}": torch.zeros(2) for i in range(6)}, path)
+    with pytest.raises(ValueError) as error:
+        load_weights(GPT(our_config()), path)
+    assert str(error.value) == (
+        f"{path} holds neither Hugging Face GPT-2 nor lit_sft weights (no wte.weight or "
+        "tok_emb.weight); its first names: "
+        "['encoder.0', 'encoder.1', 'encoder.2', 'encoder.3', 'encoder.4']"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,9 +221,51 @@ def test_lightning_checkpoint_gives_the_trained_model(tmp_path: Path, tie: bool)
     ids = token_ids()
     with torch.no_grad():
         assert torch.equal(model(ids), trained(ids))
-    torch.save({"epoch": 1}, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="not a Lightning checkpoint"):
-        load_state_dict_file(tmp_path / "other.ckpt")
+    for name, content in [("other.ckpt", {"epoch": 1}), ("list.ckpt", [1, 2])]:
+        torch.save(content, tmp_path / name)
+        with pytest.raises(ValueError, match="not a Lightning checkpoint"):
+            load_state_dict_file(tmp_path / name)
+
+
+def test_lightning_checkpoints_are_loaded_without_unpickling_code(tmp_path: Path) -> None:
+    torch.save({"state_dict": {"model.tok_emb.weight": NotATensor()}}, tmp_path / "evil.ckpt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_state_dict_file(tmp_path / "evil.ckpt")
+
+
+def test_lora_adapter_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"model.tok_emb.weight": torch.zeros(2)}, "adapter": {}}, path)
+    with pytest.raises(ValueError) as error:
+        load_state_dict_file(path)
+    assert str(error.value) == (
+        f"{path} holds only LoRA adapters, not a whole model; use the run's merged "
+        "model.safetensors (trained with export_weights=true), or python -m lit_sft.export"
+    )
+
+
+@pytest.fixture
+def saved_on_gpu() -> Iterator[None]:
+    """While active, torch.save tags every tensor "cuda:0", as a file written on a GPU is."""
+    entry = (0, lambda storage: "cuda:0", lambda storage, location: None)
+    torch.serialization._package_registry.insert(0, entry)
+    yield
+    torch.serialization._package_registry.remove(entry)
+
+
+@pytest.mark.usefixtures("saved_on_gpu")
+def test_torch_files_saved_on_a_gpu_load_onto_the_cpu(tmp_path: Path) -> None:
+    source = GPT(our_config())
+    randomize(source, seed=7)
+    state = source.state_dict()
+    torch.save(state, tmp_path / "state.pt")
+    torch.save({"state_dict": {f"model.{k}": t for k, t in state.items()}}, tmp_path / "last.ckpt")
+    for name in ("state.pt", "last.ckpt"):
+        loaded = load_state_dict_file(tmp_path / name)
+        assert loaded.keys() == state.keys()
+        for key, tensor in state.items():
+            assert loaded[key].device == torch.device("cpu")
+            assert torch.equal(loaded[key], tensor), key
 
 
 def test_bad_local_paths_fail_clearly(tmp_path: Path) -> None:
@@ -241,6 +308,77 @@ def test_export_round_trips_through_load_weights(tmp_path: Path) -> None:
         assert torch.equal(target.state_dict()[name], tensor), name
 
 
+def hf_config_of(model: GPT, tmp_path: Path) -> dict[str, object]:
+    """config.json as export_hf writes it for `model` (also checks its two-space layout)."""
+    export_hf(model, tmp_path / "export" / "nested")  # parent folders are created
+    text = (tmp_path / "export" / "nested" / "config.json").read_text()
+    assert text.startswith('{\n  "architectures": [\n    "GPT2LMHeadModel"\n  ],\n')
+    assert text.endswith("\n}\n")
+    return json.loads(text)
+
+
+def test_export_writes_the_transformers_gpt2_config(tmp_path: Path) -> None:
+    model = GPT(our_config(tie=True, drop_rate=0.25))
+    assert hf_config_of(model, tmp_path) == {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": VOCAB,
+        "n_positions": CONTEXT,
+        "n_embd": EMB,
+        "n_layer": LAYERS,
+        "n_head": HEADS,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": 0.25,
+        "embd_pdrop": 0.25,
+        "attn_pdrop": 0.25,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+    }
+    weights = tmp_path / "export" / "nested" / "model.safetensors"
+    with safe_open(weights, framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}
+
+
+@pytest.mark.parametrize(("vocab", "special"), [(50256, {}), (50257, {"bos": 50256, "eos": 50256})])
+def test_export_names_end_of_text_only_with_gpt2s_vocabulary(
+    tmp_path: Path, vocab: int, special: dict[str, int]
+) -> None:
+    config = hf_config_of(GPT(our_config(vocab_size=vocab, emb_dim=8)), tmp_path)
+    found = {key.removesuffix("_token_id"): config[key] for key in config if "token_id" in key}
+    assert found == special
+
+
+def test_export_without_qkv_bias_writes_zero_c_attn_bias_in_the_models_dtype(
+    tmp_path: Path,
+) -> None:
+    model = GPT(our_config(qkv_bias=False)).to(torch.bfloat16)
+    export_hf(model, tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    for i in range(LAYERS):
+        bias = tensors[f"transformer.h.{i}.attn.c_attn.bias"]
+        assert bias.dtype == torch.bfloat16
+        assert torch.equal(bias, torch.zeros(3 * EMB, dtype=torch.bfloat16))
+    assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
+
+
+def test_load_model_gives_an_eval_model_with_the_weights_or_a_random_one(tmp_path: Path) -> None:
+    hf = random_hf_model(tie=False)
+    path = save_hf_checkpoint(hf, tmp_path / "model.safetensors", prefix="", head=True)
+    model = load_model(asdict(our_config()), path)
+    assert not model.training
+    ids = token_ids()
+    with torch.no_grad():
+        assert max_diff(model(ids), hf(ids).logits) <= TOLERANCE
+    fresh = load_model(asdict(our_config()), None)
+    assert not fresh.training
+    assert not torch.equal(fresh.tok_emb.weight, hf.transformer.wte.weight)
+    # "meta": a device other than the CPU that every machine has.
+    assert load_model(asdict(our_config()), None, device="meta").tok_emb.weight.is_meta
+
+
 # ---------------------------------------------------------------------------------------------
 # resolve_weights: what the training script calls
 
@@ -250,15 +388,45 @@ def test_resolve_weights(hub: HubServer, tmp_path: Path) -> None:
     source = save_hf_checkpoint(hf, tmp_path / "src.safetensors", prefix="", head=False)
     hub.add_file(REPO, source.read_bytes())
     assert resolve_weights(None, REPO) is None
-    with pytest.raises(ValueError, match="model.hub_repo"):
+    with pytest.raises(ValueError) as error:
         resolve_weights("pretrained", None)
-    with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
-        resolve_weights(str(tmp_path / "nowhere.safetensors"), REPO)
+    assert str(error.value) == (
+        "model.weights=pretrained needs model.hub_repo (e.g. openai-community/gpt2); "
+        "or set model.weights to a local file, or to null for a random init"
+    )
+    missing = tmp_path / "nowhere.safetensors"
+    with pytest.raises(FileNotFoundError) as missing_error:
+        resolve_weights(str(missing), REPO)
+    assert str(missing_error.value) == (
+        f"weights file {missing} does not exist (absolute: {missing}); model.weights takes "
+        "'pretrained', null, a .safetensors/.ckpt/.pt/.pth/.bin file or a folder holding "
+        "model.safetensors"
+    )
     assert resolve_weights(str(tmp_path / "src.safetensors"), None) == tmp_path / "src.safetensors"
 
     path = resolve_weights("pretrained", REPO, cache_dir=tmp_path / "cache", endpoint=hub.url)
+    assert path.is_relative_to(tmp_path / "cache")
     model = GPT(our_config()).eval()
     load_weights(model, path)
     ids = token_ids()
     with torch.no_grad():
         assert max_diff(model(ids), hf(ids).logits) <= TOLERANCE
+
+
+def test_resolve_weights_downloads_the_pinned_revision(hub: HubServer, tmp_path: Path) -> None:
+    hub.add_file(REPO, b"main weights")
+    hub.add_file(REPO, b"v1 weights", revision="v1")
+    path = resolve_weights(
+        "pretrained", REPO, revision="v1", cache_dir=tmp_path / "cache", endpoint=hub.url
+    )
+    assert path.read_bytes() == b"v1 weights"
+
+
+def test_resolve_weights_says_what_to_do_when_the_hub_lacks_the_file(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    with pytest.raises(RuntimeError) as error:
+        resolve_weights("pretrained", "nobody/nothing", cache_dir=tmp_path, endpoint=hub.url)
+    assert str(error.value).endswith(
+        "or pass a local file instead: model.weights=/path/to/model.safetensors"
+    )

@@ -73,7 +73,14 @@ def test_prompt_holds_instruction_reference_and_response() -> None:
     assert "The cat was sitting." in prompt
     assert "A cat sat." in prompt
     assert prompt.index("The cat was sitting.") < prompt.index("A cat sat.")
-    assert "0 to 100" in prompt and "integer only" in prompt
+    assert prompt == (
+        "You are grading how well a model followed an instruction.\n\n"
+        "Instruction and input:\nRewrite: the cat sat.\n\n"
+        "Correct output:\nThe cat was sitting.\n\n"
+        "Model response:\nA cat sat.\n\n"
+        "Rate the model response on a scale from 0 to 100, where 100 means it is as good as the "
+        "correct output. Reply with the integer only."
+    )
 
 
 @pytest.mark.parametrize(
@@ -539,3 +546,89 @@ def test_progress_bar_starts_at_the_resumed_entries_and_counts_failures(
     assert renders[0].startswith("judging:  33%|") and " 1/3 " in renders[0]
     assert renders[-1].startswith("judging: 100%|") and " 3/3 " in renders[-1]
     assert renders[-1].endswith(", failed=1]") and "entry" in renders[-1]
+
+
+def test_parse_score_says_why_a_decimal_is_refused() -> None:
+    with pytest.raises(ValueError) as error:
+        parse_score("Score: 8.5")
+    assert str(error.value) == "score 8.5 is not an integer in judge reply 'Score: 8.5'"
+
+
+def test_retry_after_date_without_a_zone_is_read_as_utc() -> None:
+    # "-0000" (RFC 2822: UTC, zone unknown) parses to a datetime without tzinfo.
+    naive = (datetime.now(timezone.utc) + timedelta(seconds=30)).replace(tzinfo=None)
+    value = format_datetime(naive)
+    assert value.endswith("-0000")
+    assert retry_after_s(value) == pytest.approx(30.0, abs=2.0)
+
+
+def test_an_error_reply_is_recorded_with_its_first_300_characters(
+    server: FakeLLMServer, sleeps: list[float]
+) -> None:
+    body = "x" * 400
+    server.default_reply = Reply(status=500, text=body)
+    result = make_judge(server, sleeps, max_attempts=1).score("i", "r", "m")
+    sent = json.dumps({"error": body})
+    assert result == JudgeResult(None, [], f"attempt 1/1: HTTP 500: {sent[:300]}")
+
+
+def test_redacted_key_reads_as_stars(
+    server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUDGE_KEY", SECRET)
+    server.default_reply = Reply(status=500, echo_headers=True)
+    judge = make_judge(server, sleeps, api="openai", api_key_env="JUDGE_KEY", max_attempts=1)
+    assert '"Authorization": "Bearer ***"' in judge.score("i", "r", "m").error
+
+
+def check_ready_error(server: FakeLLMServer, **settings: Any) -> str:
+    with pytest.raises(JudgeUnavailable) as info:
+        Judge(JudgeSettings(url=server.url, **settings)).check_ready()
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (400, ""),
+        (403, "; check the API key in the environment variable OPENAI_API_KEY"),
+        (404, ""),
+    ],
+)
+def test_check_ready_reports_an_error_status_with_the_first_300_characters(
+    server: FakeLLMServer, status: int, hint: str
+) -> None:
+    body = "y" * 400
+    server.models_reply = Reply(status=status, text=body)
+    sent = json.dumps({"error": body})
+    assert check_ready_error(server) == (
+        f"the judge server at {server.url} answered {status}: {sent[:300]}{hint}"
+    )
+
+
+def test_check_ready_refuses_a_server_that_does_not_answer_like_the_api(
+    server: FakeLLMServer,
+) -> None:
+    body = b"<html>" + b"z" * 400
+    server.models_reply = Reply(raw=body)
+    assert check_ready_error(server) == (
+        f"the server at {server.url} does not answer like ollama: {body.decode()[:300]!r}"
+    )
+
+
+def test_check_ready_says_when_the_server_serves_no_models(server: FakeLLMServer) -> None:
+    server.models = []
+    assert "(it serves: no models);" in check_ready_error(server)
+
+
+def test_check_ready_gives_up_after_the_timeout(server: FakeLLMServer) -> None:
+    server.models_reply = Reply(raw=b'{"models": [{"name": "llama3:latest"}]}', delay_s=3.0)
+    assert "cannot reach the ollama judge server" in check_ready_error(server, timeout_s=0.3)
+
+
+def test_a_reply_of_another_shape_is_recorded_with_the_missing_key(
+    server: FakeLLMServer, sleeps: list[float]
+) -> None:
+    server.default_reply = Reply(raw=b'{"answer": "85"}')
+    result = make_judge(server, sleeps, stream=False, max_attempts=1).score("i", "r", "m")
+    assert result.error == "attempt 1/1: BadReply: unexpected reply shape (KeyError: 'message')"

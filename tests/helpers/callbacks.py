@@ -11,16 +11,24 @@ import lightning as L
 
 class BatchLog(L.Callback):
     """Appends `[step, row sums of input_ids, tokens, target tokens]` for every batch trained on
-    to a JSON-lines file."""
+    to a JSON-lines file; with `rows`, the input_ids rows themselves too. With `per_rank`, each
+    process writes its own file: `batches.jsonl` becomes `batches.rank0.jsonl`, ..."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, rows: bool = False, per_rank: bool = False) -> None:
         self.path = Path(path)
+        self.rows = rows
+        self.per_rank = per_rank
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         ids = batch["input_ids"]
         targets = int((batch["targets"] != -100).sum())
         record = [trainer.global_step, ids.sum(dim=1).tolist(), ids.numel(), targets]
-        with self.path.open("a") as f:
+        if self.rows:
+            record.append(ids.tolist())
+        path = self.path
+        if self.per_rank:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        with path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 

@@ -49,6 +49,9 @@ class FakeLLMServer:
     reply_for: Callable[[Any], Reply] | None = None
     requests: list[Recorded] = field(default_factory=list)
     max_in_flight: int = 0  # the most chats answered at once
+    # How `/api/tags` and `/v1/models` answer instead of listing `models`: its status (with
+    # `{"error": text}`), its raw body, its delay.
+    models_reply: Reply | None = None
 
     def __post_init__(self) -> None:
         self._queue: deque[Reply] = deque()
@@ -156,6 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
             sent = self.headers.get("Authorization", "")
             if sent != f"Bearer {fake.api_key}":
                 return self._send_json(401, {"error": {"message": f"bad key in {sent!r}"}})
+        if path in ("/api/tags", "/v1/models") and fake.models_reply is not None:
+            return self._answer_models(fake.models_reply)
         if path == "/api/tags":
             return self._send_json(200, {"models": [{"name": m, "model": m} for m in fake.models]})
         if path == "/v1/models":
@@ -174,6 +179,13 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("stream", path == "/api/chat"):
             return self._send_stream(path, reply)
         return self._send_json(200, _message(path, reply.text))
+
+    def _answer_models(self, reply: Reply) -> None:
+        if reply.delay_s and self.server.fake._stopping.wait(reply.delay_s):
+            return
+        if reply.status >= 400:
+            return self._send_json(reply.status, {"error": reply.text})
+        return self._send(200, "application/json", [reply.raw or b""])
 
     def _send_stream(self, path: str, reply: Reply) -> None:
         # One character per chunk, so a client that keeps only one chunk gets the score wrong.

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tiktoken
 
+from lit_sft.data.synthetic import synthetic_entries
+from tests.helpers.callbacks import read_batch_log
 from tests.helpers.config import REPO, TINY_RUN, scalars
 
 RUN = [
@@ -54,3 +58,66 @@ def test_lora_under_ddp_follows_the_single_process_loss_trajectory(tmp_path: Pat
     assert single_losses[-1] < single_losses[0] - 0.01  # the adapters do learn
     for one, two in zip(single_losses, ddp_losses, strict=True):
         assert abs(one - two) <= 1e-5
+
+
+def instructions_per_epoch(run_dir: Path, rank: int, steps_per_epoch: int) -> list[list[str]]:
+    """The instruction of every row rank `rank` trained on, in order, one list per epoch.
+
+    Rows are told apart by their instruction (unique in the synthetic set), read back from the
+    Alpaca prompt: the line after "### Instruction:".
+    """
+    gpt2 = tiktoken.get_encoding("gpt2")
+    epochs: list[list[str]] = []
+    for step, _, _, _, rows in read_batch_log(run_dir / f"batches.rank{rank}.jsonl"):
+        if step % steps_per_epoch == 0:
+            epochs.append([])
+        for row in rows:
+            text = gpt2.decode([token for token in row if token != gpt2.eot_token])
+            epochs[-1].append(text.split("### Instruction:\n")[1].split("\n")[0])
+    return epochs
+
+
+@pytest.mark.slow
+def test_ddp_shuffle_splits_each_epoch_between_the_ranks_and_follows_the_seed(
+    tmp_path: Path,
+) -> None:
+    # 160 entries: 136 train (85 %), 17 steps of 2 ranks x 4 rows, nothing dropped or padded.
+    entries = synthetic_entries(160, seed=123)
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(entries))
+    file_order = [entry["instruction"] for entry in entries[:136]]
+    steps_per_epoch = 17
+
+    def run(name: str, seed: int) -> list[list[list[str]]]:
+        """Per epoch, per rank: the instructions trained on, in order."""
+        run_dir = tmp_path / name
+        run_train(
+            run_dir,
+            f"data.path={data}",
+            "data.shuffle=true",
+            "trainer=ddp",
+            "trainer.devices=2",
+            "data.batch_size=4",
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=2",
+            "trainer.val_check_interval=17",
+            f"seed={seed}",
+            "+callbacks.batch_log._target_=tests.helpers.callbacks.BatchLog",
+            f"+callbacks.batch_log.path={run_dir / 'batches.jsonl'}",
+            "+callbacks.batch_log.rows=true",
+            "+callbacks.batch_log.per_rank=true",
+        )
+        ranks = [instructions_per_epoch(run_dir, rank, steps_per_epoch) for rank in (0, 1)]
+        return [list(epoch) for epoch in zip(*ranks, strict=True)]
+
+    first = run("seed123", 123)
+    assert len(first) == 2
+    for rank0, rank1 in first:
+        assert len(rank0) == len(rank1) == 68
+        assert not set(rank0) & set(rank1)
+        assert sorted(rank0 + rank1) == sorted(file_order)
+    assert first[0] != first[1]  # each epoch shuffles anew
+    assert first[0][0] != file_order[0::2]  # not the unshuffled split of data.shuffle=false
+    assert run("seed123-again", 123) == first
+    other = run("seed7", 7)
+    assert other[0][0] != first[0][0] and other[0][1] != first[0][1]
