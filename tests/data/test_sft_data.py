@@ -7,7 +7,7 @@ import pytest
 import tiktoken
 import torch
 
-from lit_sft.data.entries import load_entries, split_entries
+from lit_sft.data.entries import check_split_sizes, load_entries, split_entries, validate_entries
 from lit_sft.data.sft import (
     EncodedEntry,
     InstructionDataModule,
@@ -158,8 +158,62 @@ def test_a_json_lines_error_names_the_line(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(MissingFile, match="nowhere.json .* pass data.path="):
-        load_entries(str(tmp_path / "nowhere.json"))
+    path = tmp_path / "nowhere.json"
+    with pytest.raises(MissingFile) as error:
+        load_entries(str(path))
+    assert str(error.value) == (
+        f"dataset file {path} does not exist (absolute: {path}); "
+        "pass data.path=<a JSON/JSONL file or an http(s) URL>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            None,
+            "entry 0 has no 'output' field, in src; give every entry string fields "
+            "instruction, output",
+        ),
+        (
+            ("instruction", "input", "chosen", "rejected"),
+            "entry 0 has no 'rejected' field, in src; give every entry string fields "
+            "instruction, chosen, rejected",
+        ),
+    ],
+)
+def test_a_missing_field_names_every_required_field(
+    fields: tuple[str, ...] | None, message: str
+) -> None:
+    entry = {"instruction": "a", "input": "b", "chosen": "c"}
+    with pytest.raises(UserError) as error:
+        validate_entries([entry], "src", *([fields] if fields else []))
+    assert str(error.value) == message
+
+
+def test_load_entries_checks_the_fields_it_is_given(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.json"
+    pair = {"instruction": "a", "chosen": "b", "rejected": "c"}
+    path.write_text(json.dumps([pair]))
+    fields = ("instruction", "input", "chosen", "rejected")
+    assert load_entries(str(path), fields=fields) == [{**pair, "input": ""}]
+
+
+def test_a_url_is_read_from_its_cached_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "copy.json"
+    copy.write_text(json.dumps(ENTRIES[:1]))
+    calls = []
+
+    def local_copy(path: str, cache_dir: Path | None) -> Path:
+        calls.append((path, cache_dir))
+        return copy
+
+    monkeypatch.setattr("lit_sft.data.entries.local_copy", local_copy)
+    url = "https://example.com/data.json"
+    assert load_entries(url, cache_dir=tmp_path / "cache") == ENTRIES[:1]
+    assert calls == [(url, tmp_path / "cache")]
 
 
 def test_a_byte_order_mark_and_null_input_are_accepted(tmp_path: Path) -> None:
@@ -211,6 +265,32 @@ def test_a_split_too_small_stops_before_its_stage(
     with pytest.raises(UserError) as error:
         dm.setup(stage)
     assert str(error.value).startswith(message)
+
+
+TINY_SPLITS = {"train": ENTRIES[:2], "val": [], "test": []}
+
+
+def test_no_stage_checks_fit_and_predict_checks_nothing() -> None:
+    with pytest.raises(UserError, match="^the val split is empty"):
+        check_split_sizes(TINY_SPLITS, None, 1, 1, "src")
+    check_split_sizes(TINY_SPLITS, "predict", 1, 1, "src")
+
+
+def test_each_process_needs_a_full_train_batch() -> None:
+    splits = {"train": ENTRIES * 3, "val": ENTRIES, "test": ENTRIES}  # 9 entries: 5 per process
+    check_split_sizes(splits, "fit", 5, 2, "src")
+    with pytest.raises(UserError) as error:
+        check_split_sizes(splits, "fit", 6, 2, "src")
+    assert str(error.value).endswith("in src; pass data.batch_size=5 or less, or use more data")
+
+
+def test_an_empty_train_split_suggests_no_batch_size() -> None:
+    with pytest.raises(UserError) as error:
+        check_split_sizes({"train": [], "val": ENTRIES, "test": ENTRIES}, "fit", 1, 1, "src")
+    assert str(error.value) == (
+        "the train split (train 0, val 3, test 3 entries) is smaller than one batch of "
+        "data.batch_size=1 per process, so no step would be trained, in src; use more data"
+    )
 
 
 def test_a_split_of_exactly_one_batch_trains() -> None:
