@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -350,6 +351,14 @@ def counted_file(tmp_path: Path, count: int = 40) -> str:
     return str(path)
 
 
+def leaves_the_global_rng_alone(read: Callable[[], object]) -> bool:
+    torch.manual_seed(0)
+    read()
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    return torch.equal(after, torch.rand(3))
+
+
 def row_order(dm: InstructionDataModule) -> list[int]:
     """The train entries in the order the train loader yields them, found by their lengths."""
     index = {len(e.tokens): i for i, e in enumerate(dm.encoded["train"])}
@@ -424,9 +433,10 @@ def test_entries_past_one_chunk_are_all_encoded_with_a_bar_from_one_chunk_on(
     dm = InstructionDataModule(None)
     assert dm.encode(entries[:1]) == [encode_entry(entries[0], dm.style, dm.tokenizer)]
     assert capsys.readouterr().err == ""
+    dm.encode(entries[:2])
+    assert "encoding: 100%|" in capsys.readouterr().err
     encoded = dm.encode(entries)
     assert encoded == [encode_entry(e, dm.style, dm.tokenizer) for e in entries]
-    assert "encoding: 100%|" in capsys.readouterr().err
 
 
 def test_truncation_is_counted_past_the_limit(caplog: pytest.LogCaptureFixture) -> None:
@@ -474,19 +484,16 @@ def test_the_sample_prompt_is_the_first_validation_entry(tokenizer: tiktoken.Enc
 def test_eval_loaders_mask_keep_file_order_and_leave_the_global_rng_alone(tmp_path: Path) -> None:
     dm = InstructionDataModule(counted_file(tmp_path), batch_size=3, mask_instructions=True)
     dm.setup()
-    torch.manual_seed(0)
     for split, sizes in (("val", [2]), ("test", [3, 1])):
         batches = list(dm.val_dataloader() if split == "val" else dm.test_dataloader())
         assert [len(b["input_ids"]) for b in batches] == sizes
         encoded = dm.encoded[split]
-        lengths = [int((b["targets"] != IGNORE_INDEX).sum()) for b in batches]
-        # Masked: the response and its end-of-text are the only targets.
-        assert sum(lengths) == sum(len(e.tokens) - e.prompt_length + 1 for e in encoded)
+        # Masked: the response and its end-of-text are the only targets, rows in file order.
+        counts = torch.cat([(b["targets"] != IGNORE_INDEX).sum(dim=1) for b in batches])
+        assert counts.tolist() == [len(e.tokens) - e.prompt_length + 1 for e in encoded]
         starts = torch.cat([b["response_start"] for b in batches]).tolist()
         assert starts == [e.prompt_length - 1 for e in encoded]
-    after = torch.rand(3)
-    torch.manual_seed(0)
-    assert torch.equal(after, torch.rand(3))
+    assert leaves_the_global_rng_alone(lambda: list(dm.val_dataloader()))
 
 
 def test_train_batches_are_cut_to_the_allowed_length_and_use_the_workers(tmp_path: Path) -> None:
@@ -496,6 +503,7 @@ def test_train_batches_are_cut_to_the_allowed_length_and_use_the_workers(tmp_pat
     for group_by_length in (False, True):
         dm.group_by_length, dm.num_workers = group_by_length, 2
         assert dm.train_dataloader().num_workers == 2
+    assert dm.val_dataloader().num_workers == dm.test_dataloader().num_workers == 2
 
 
 def test_the_train_shuffle_depends_on_the_seed_only(tmp_path: Path) -> None:
@@ -519,6 +527,9 @@ def test_length_grouped_batches_are_seeded_by_the_datamodule(tmp_path: Path) -> 
         return row_order(dm)
 
     assert order(0) == order(1) != order(0, seed=2)
+    dm = InstructionDataModule(counted_file(tmp_path), batch_size=2, group_by_length=True)
+    dm.setup()
+    assert leaves_the_global_rng_alone(lambda: list(dm.train_dataloader()))
     dm = InstructionDataModule(None, synthetic_size=20, group_by_length=True, shuffle=False)
     dm.setup()
     with pytest.raises(UserError) as error:
