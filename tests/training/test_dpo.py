@@ -66,6 +66,15 @@ def test_loss_matches_the_hand_computed_docstring_example() -> None:
     assert smoothed.losses.item() == pytest.approx(0.9 * 0.3132617 + 0.1 * 1.3132617, abs=1e-6)
 
 
+def test_default_beta_is_the_books_0_1() -> None:
+    one = torch.tensor
+    out = dpo_loss(one([-1.0]), one([-3.0]), one([-2.0]), one([-2.0]))
+    # z = 0.1·((−1 + 2) − (−3 + 2)) = 0.2; log(1 + e^−0.2) = 0.5981389
+    assert out.losses.item() == pytest.approx(0.5981389, abs=1e-6)
+    assert out.chosen_rewards.item() == pytest.approx(0.1)
+    assert out.rejected_rewards.item() == pytest.approx(-0.1)
+
+
 @pytest.mark.parametrize("logp", ["sum", "mean"])
 def test_dpo_loss_of_a_tiny_pair_is_the_hand_computed_one(logp: str) -> None:
     # Policy: logits (0, 0) over tokens 0 and 1, so every target has log-probability −log 2.
@@ -106,6 +115,15 @@ def test_sequence_logps_equal_the_log_softmax_of_full_logits() -> None:
         sequence_logps(model, batch["input_ids"], batch["targets"], mean=True),
         expected / keep.sum(dim=1),
     )
+
+
+def test_mean_sequence_logps_of_one_target_and_of_none() -> None:
+    # Logits (0, 0) over tokens 0 and 1: each target 0 or 1 has log-probability −log 2.
+    model = constant_logits_model([0.0, 0.0])
+    input_ids = torch.tensor([[1, 0, 1], [0, 1, 0]])
+    targets = torch.tensor([[IGNORE_INDEX, 1, IGNORE_INDEX], [IGNORE_INDEX] * 3])
+    logps = sequence_logps(model, input_ids, targets, mean=True)
+    assert logps.tolist() == pytest.approx([-math.log(2), 0.0], abs=1e-6)
 
 
 def gradients(module: DPOModule, batch: dict, micro_batch_size: int | None) -> list[torch.Tensor]:
