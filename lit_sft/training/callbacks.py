@@ -195,6 +195,7 @@ class ResumeCheckpoint(Checkpoint):
         self.every_minutes = every_minutes
         self.every_n_train_steps = every_n_train_steps
         self._saved_at = time.monotonic()
+        self._saved_step = -1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved_at = time.monotonic()
@@ -205,7 +206,8 @@ class ResumeCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
+        if self._saved_step != trainer.global_step:  # not twice for a step ending on a save
+            self._save(trainer)
 
     def _due(self, step: int) -> bool:
         if self.every_n_train_steps:
@@ -216,7 +218,7 @@ class ResumeCheckpoint(Checkpoint):
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path)
-        self._saved_at = time.monotonic()
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
 
 
 class HasSamplePrompt(Protocol):

@@ -40,6 +40,21 @@ def test_a_run_shorter_than_the_interval_saves_once_at_its_end(tiny_config) -> N
     assert sorted(p.name for p in run.checkpoints.iterdir()) == ["last.ckpt"]
 
 
+def test_a_run_ending_on_a_periodic_save_writes_it_once(
+    tiny_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved: list[int] = []
+    save = ResumeCheckpoint._save
+
+    def record(self: ResumeCheckpoint, trainer) -> None:
+        saved.append(trainer.global_step)
+        save(self, trainer)
+
+    monkeypatch.setattr(ResumeCheckpoint, "_save", record)
+    train(tiny_config("trainer.max_steps=4", "callbacks.resume_checkpoint.every_n_train_steps=2"))
+    assert saved == [2, 4]
+
+
 def test_last_means_the_newer_of_the_two_resumable_checkpoints(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     assert resume_path("last", tmp_path) is None  # nothing yet: a fresh start
