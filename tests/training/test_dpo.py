@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,11 +11,13 @@ import torch.nn.functional as F
 
 from lit_sft.data.preference import EncodedPair, collate_preferences
 from lit_sft.data.sft import EncodedEntry
+from lit_sft.files import write_json_atomic
 from lit_sft.lora import LoRAConfig, add_adapters
 from lit_sft.model import GPT, GPTConfig
+from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX
-from lit_sft.training.dpo import DPOModule
-from lit_sft.training.losses import dpo_loss, sequence_logps
+from lit_sft.training.dpo import METRICS, DPOModule, pair_metric_sums
+from lit_sft.training.losses import PreferenceLosses, dpo_loss, sequence_logps
 
 CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
 MODEL_CONFIG = {"vocab_size": 101, "context_length": 64, "emb_dim": 32, "n_layers": 2, "n_heads": 4}
@@ -179,3 +183,108 @@ def test_lora_reference_is_the_base_model_without_a_copy() -> None:
     assert (module.reference_logps(batch) - expected).abs().max() <= 1e-6
     policy = module.logps(module.model, batch)
     assert (policy - expected).abs().max() > 1e-3  # the adapters are back on afterwards
+
+
+def test_pair_metric_sums_by_hand() -> None:
+    out = PreferenceLosses(
+        losses=torch.tensor([0.5, 1.0, 0.25]),
+        chosen_rewards=torch.tensor([0.5, -0.25, 0.75]),
+        rejected_rewards=torch.tensor([0.25, 0.5, 0.75]),  # the third pair: a tie, not a win
+    )
+    policy = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0, -6.0])  # chosen, rejected, ...
+    sums = dict(zip(METRICS, pair_metric_sums(out, policy).tolist(), strict=True))
+    assert sums == {
+        "loss": 1.75,
+        "rewards/chosen": 1.0,
+        "rewards/rejected": 1.5,
+        "rewards/margin": -0.5,
+        "rewards/accuracy": 1.0,
+        "logps/chosen": -9.0,
+        "logps/rejected": -12.0,
+    }
+
+
+def softplus(x: float) -> float:
+    return math.log(1 + math.exp(x))
+
+
+def test_precomputed_reference_rows_feed_each_micro_batch_loss() -> None:
+    module = DPOModule(MODEL_CONFIG, beta=0.5, label_smoothing=0.25, precompute_reference=True)
+    module.hparams.micro_batch_size = 1  # one pair per backward
+    # Every target (tokens 0 and 1) has log-probability −log 2 under the policy.
+    module.model = constant_logits_model([0.0, 0.0])
+    # Reference (chosen, rejected) log-probabilities of pairs 0 and 1; no frozen copy left.
+    module._table["train"] = torch.tensor([[-1.0, -2.0], [-3.0, -0.5]])
+    # Pair 1 first: chosen [1] and rejected [0, 1, 0]; pair 0: chosen [0, 0], rejected [1];
+    # prompt [1]; end-of-text = pad = 1 is a target too.
+    batch = collate_preferences(
+        [
+            EncodedPair(1, EncodedEntry([1, 1], 1), EncodedEntry([1, 0, 1, 0], 1)),
+            EncodedPair(0, EncodedEntry([1, 0, 0], 1), EncodedEntry([1, 1], 1)),
+        ],
+        pad_id=1,
+    )
+    log2 = math.log(2)
+    policy = [(-2 * log2, -4 * log2), (-3 * log2, -2 * log2)]
+    reference = [(-3.0, -0.5), (-1.0, -2.0)]
+    rewards = [
+        (0.5 * (pc - rc), 0.5 * (pr - rr))
+        for (pc, pr), (rc, rr) in zip(policy, reference, strict=True)
+    ]
+    losses = [0.75 * softplus(r - c) + 0.25 * softplus(c - r) for c, r in rewards]
+    backwards: list[float] = []
+    sums = module.backward_pair_mean(
+        batch, 0.5, "train", lambda loss: backwards.append(loss.item())
+    )
+    assert backwards == pytest.approx([0.5 * loss for loss in losses], abs=1e-6)
+    chosen, rejected = (sum(r[i] for r in rewards) for i in (0, 1))
+    expected = [
+        sum(losses),
+        chosen,
+        rejected,
+        chosen - rejected,
+        sum(float(c > r) for c, r in rewards),
+        sum(p[0] for p in policy),
+        sum(p[1] for p in policy),
+    ]
+    assert sums.tolist() == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(RuntimeError, match="the reference model was released after precomputing"):
+        module.reference_logps(batch)  # no split: the live reference, released
+
+
+def test_reference_is_a_frozen_copy_of_the_initial_weights() -> None:
+    module = DPOModule(MODEL_CONFIG)
+    module.configure_model()
+    (frozen,) = module._frozen
+    assert frozen is not module.model and not frozen.training
+    assert not any(p.requires_grad for p in frozen.parameters())
+    for (name, a), (_, b) in zip(
+        frozen.state_dict().items(), module.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    module.configure_model()  # called again (a resumed run): still the one copy
+    assert module._frozen == [frozen]
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_a_saved_reference_table_replaces_the_frozen_copy(tmp_path: Path, precompute: bool) -> None:
+    saved = {"train": [[-1.0, -2.0], [-3.0, -4.0]], "val": [[-5.5, -6.0]]}
+    write_json_atomic(RunDir(tmp_path).reference_logps, saved)
+    module = DPOModule(MODEL_CONFIG, precompute_reference=precompute)
+    module.trainer = SimpleNamespace(default_root_dir=str(tmp_path))
+    module.configure_model()
+    if precompute:
+        assert module._frozen == []
+        assert {split: rows.tolist() for split, rows in module._table.items()} == saved
+    else:  # the option off: the file is ignored
+        assert len(module._frozen) == 1 and module._table == {}
+
+
+def test_precompute_without_a_saved_table_keeps_a_frozen_copy(tmp_path: Path) -> None:
+    module = DPOModule(MODEL_CONFIG, precompute_reference=True)
+    module.configure_model()  # no trainer yet: nothing to read
+    assert len(module._frozen) == 1
+    module = DPOModule(MODEL_CONFIG, precompute_reference=True)
+    module.trainer = SimpleNamespace(default_root_dir=str(tmp_path))  # a run folder without one
+    module.configure_model()
+    assert len(module._frozen) == 1 and module._table == {}
