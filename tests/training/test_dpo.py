@@ -208,48 +208,107 @@ def softplus(x: float) -> float:
     return math.log(1 + math.exp(x))
 
 
-def test_precomputed_reference_rows_feed_each_micro_batch_loss() -> None:
+# Prompt [1]; pair 0: chosen [0, 0], rejected [1]; pair 1: chosen [1], rejected [0, 1, 0];
+# end-of-text = pad = 1 is a target too. Under constant_logits_model([0, 0]) every target has
+# log-probability −log 2; the reference's are given (precomputed).
+TABLE_PAIRS = [
+    EncodedPair(0, EncodedEntry([1, 0, 0], 1), EncodedEntry([1, 1], 1)),
+    EncodedPair(1, EncodedEntry([1, 1], 1), EncodedEntry([1, 0, 1, 0], 1)),
+]
+POLICY = [(-3 * math.log(2), -2 * math.log(2)), (-2 * math.log(2), -4 * math.log(2))]
+REFERENCE = [(-1.0, -2.0), (-3.0, -0.5)]
+
+
+def table_module() -> DPOModule:
+    """β 0.5, label smoothing 0.25, reference log-probabilities precomputed for both splits."""
     module = DPOModule(MODEL_CONFIG, beta=0.5, label_smoothing=0.25, precompute_reference=True)
-    module.hparams.micro_batch_size = 1  # one pair per backward
-    # Every target (tokens 0 and 1) has log-probability −log 2 under the policy.
     module.model = constant_logits_model([0.0, 0.0])
-    # Reference (chosen, rejected) log-probabilities of pairs 0 and 1; no frozen copy left.
-    module._table["train"] = torch.tensor([[-1.0, -2.0], [-3.0, -0.5]])
-    # Pair 1 first: chosen [1] and rejected [0, 1, 0]; pair 0: chosen [0, 0], rejected [1];
-    # prompt [1]; end-of-text = pad = 1 is a target too.
-    batch = collate_preferences(
-        [
-            EncodedPair(1, EncodedEntry([1, 1], 1), EncodedEntry([1, 0, 1, 0], 1)),
-            EncodedPair(0, EncodedEntry([1, 0, 0], 1), EncodedEntry([1, 1], 1)),
-        ],
-        pad_id=1,
-    )
-    log2 = math.log(2)
-    policy = [(-2 * log2, -4 * log2), (-3 * log2, -2 * log2)]
-    reference = [(-3.0, -0.5), (-1.0, -2.0)]
+    module._table = {split: torch.tensor(REFERENCE) for split in ("train", "val")}
+    return module
+
+
+def hand_metrics(pair_ids: list[int]) -> tuple[list[float], list[float]]:
+    """By hand, for TABLE_PAIRS under table_module: each pair's loss, and the sums of METRICS."""
     rewards = [
-        (0.5 * (pc - rc), 0.5 * (pr - rr))
-        for (pc, pr), (rc, rr) in zip(policy, reference, strict=True)
+        (0.5 * (POLICY[i][0] - REFERENCE[i][0]), 0.5 * (POLICY[i][1] - REFERENCE[i][1]))
+        for i in pair_ids
     ]
     losses = [0.75 * softplus(r - c) + 0.25 * softplus(c - r) for c, r in rewards]
-    backwards: list[float] = []
-    sums = module.backward_pair_mean(
-        batch, 0.5, "train", lambda loss: backwards.append(loss.item())
-    )
-    assert backwards == pytest.approx([0.5 * loss for loss in losses], abs=1e-6)
-    chosen, rejected = (sum(r[i] for r in rewards) for i in (0, 1))
-    expected = [
+    chosen, rejected = (sum(r[k] for r in rewards) for k in (0, 1))
+    sums = [
         sum(losses),
         chosen,
         rejected,
         chosen - rejected,
         sum(float(c > r) for c, r in rewards),
-        sum(p[0] for p in policy),
-        sum(p[1] for p in policy),
+        sum(POLICY[i][0] for i in pair_ids),
+        sum(POLICY[i][1] for i in pair_ids),
     ]
+    return losses, sums
+
+
+def record_logs(module: DPOModule) -> dict[str, tuple[float, bool]]:
+    """What the module logs from now on: name -> (value, prog_bar)."""
+    logged: dict[str, tuple[float, bool]] = {}
+
+    def log(name: str, value: torch.Tensor, prog_bar: bool = False) -> None:
+        logged[name] = (value.item(), prog_bar)
+
+    module.log = log
+    return logged
+
+
+def test_precomputed_reference_rows_feed_each_micro_batch_loss() -> None:
+    module = table_module()
+    module.hparams.micro_batch_size = 1  # one pair per backward
+    module._frozen.clear()  # the reference is the table alone
+    batch = collate_preferences([TABLE_PAIRS[1], TABLE_PAIRS[0]], pad_id=1)  # rows by pair_index
+    losses, expected = hand_metrics([1, 0])
+    backwards: list[float] = []
+    sums = module.backward_pair_mean(
+        batch, 0.5, "train", lambda loss: backwards.append(loss.item())
+    )
+    assert backwards == pytest.approx([0.5 * loss for loss in losses], abs=1e-6)
     assert sums.tolist() == pytest.approx(expected, abs=1e-5)
     with pytest.raises(RuntimeError, match="the reference model was released after precomputing"):
         module.reference_logps(batch)  # no split: the live reference, released
+
+
+def test_validation_logs_the_means_over_its_pairs() -> None:
+    module = table_module()
+    logged = record_logs(module)
+    module.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(reduce=lambda totals, reduce_op: totals)
+    )
+    module.on_validation_epoch_start()
+    module.validation_step(collate_preferences([TABLE_PAIRS[1]], pad_id=1), 0)  # a single pair
+    module.on_validation_epoch_end()
+    _, expected = hand_metrics([1])
+    assert logged == {
+        f"val/{name}": (pytest.approx(value, abs=1e-5), False)
+        for name, value in zip(METRICS, expected, strict=True)
+    }
+
+
+def test_only_the_loss_goes_to_the_progress_bar() -> None:
+    module = DPOModule(MODEL_CONFIG)
+    logged = record_logs(module)
+    module._log_metrics("train", torch.arange(7.0), prog_bar=True)
+    module._log_metrics("val", torch.arange(7.0))
+    assert logged == {
+        **{f"train/{name}": (float(i), name == "loss") for i, name in enumerate(METRICS)},
+        **{f"val/{name}": (float(i), False) for i, name in enumerate(METRICS)},
+    }
+
+
+def test_reference_table_of_each_loader_in_its_order() -> None:
+    module = DPOModule(MODEL_CONFIG)
+    module._frozen.append(constant_logits_model([0.0, 0.0]))  # the reference: POLICY's numbers
+    batches = [collate_preferences([pair], pad_id=1) for pair in TABLE_PAIRS]
+    table = module.compute_reference_table({"train": batches, "val": []})
+    assert table["train"].tolist() == [pytest.approx(row, abs=1e-5) for row in POLICY]
+    assert table["val"].shape == (0, 2)  # an empty loader: no pairs
+    assert module._frozen == [] and module._table is table
 
 
 def test_reference_is_a_frozen_copy_of_the_initial_weights() -> None:
