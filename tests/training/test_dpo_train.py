@@ -113,5 +113,9 @@ def test_killed_and_resumed_dpo_run_ends_with_the_same_weights(
 
 
 def test_dpo_on_instruction_data_says_what_to_add(tmp_path: Path, tiny_config) -> None:
-    with pytest.raises(ValueError, match="method=dpo trains on preference pairs: add data=pref"):
+    message = (
+        r"^method=dpo trains on preference pairs: add data=preference "
+        r"\(\{instruction, input, chosen, rejected\} entries\)$"
+    )
+    with pytest.raises(ValueError, match=message):
         train(tiny_config("method=dpo", run_dir=tmp_path))
