@@ -42,12 +42,20 @@ def dpo_config(run_dir: Path, weights: Path, *overrides: str):
 
 
 def test_dpo_run_starts_at_log_2_and_logs_every_metric(tmp_path: Path, initial_weights) -> None:
-    batches = tmp_path / "batches.jsonl"
+    batches, steps = tmp_path / "batches.jsonl", tmp_path / "steps.jsonl"
     log_batches = (
         "+callbacks.batch_log._target_=tests.helpers.callbacks.BatchLog",
         f"+callbacks.batch_log.path={batches}",
+        "+callbacks.step_outputs._target_=tests.helpers.callbacks.StepOutputs",
+        f"+callbacks.step_outputs.path={steps}",
     )
     summary = train(dpo_config(tmp_path, initial_weights, *log_batches))
+    # Each step returns its mean pair loss; only that loss goes to the progress bar.
+    train_loss = [loss for _, loss in scalars(tmp_path, "train/loss")]
+    assert read_batch_log(steps) == [
+        [step + 1, pytest.approx(loss, abs=1e-6), ["train/loss"]]
+        for step, loss in enumerate(train_loss)
+    ]
     val = scalars(tmp_path, "val/loss")
     assert [step for step, _ in val] == [0, 2, 5]
     # Step 0: the policy is its reference, so every pair's loss is log 2 and rewards are 0.
