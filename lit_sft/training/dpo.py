@@ -52,6 +52,14 @@ def lora_reference(model: GPT) -> Callable[[], contextlib.AbstractContextManager
     return (lambda: disable_adapters(model)) if has_adapters(model) else None
 
 
+def check_options(logp: str, label_smoothing: float) -> None:
+    """Refuses an unknown `logp` reduction and a label smoothing outside [0, 0.5)."""
+    if logp not in LOGP_REDUCTIONS:
+        raise InvalidInput(f"unknown dpo.logp {logp!r}; valid: {', '.join(LOGP_REDUCTIONS)}")
+    if not 0 <= label_smoothing < 0.5:
+        raise InvalidInput(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
+
+
 class DPOModule(InstructionModule):
     """Direct Preference Optimization of GPT-2 with AdamW (defaults: the book's recipe)."""
 
@@ -65,14 +73,11 @@ class DPOModule(InstructionModule):
         label_smoothing: float = 0.0,
         precompute_reference: bool = False,
         **optimization: Any,
-    ) -> None:
+    ) -> None:  # pragma: no mutate block (save_hyperparameters reads the `__init__` frames)
         """`logp`: a response's log-probability summed over its tokens (DPO, TRL) or their mean
         (the book); `precompute_reference`: reference log-probabilities computed once, kept in
         the run folder. `optimization`: InstructionModule's other options."""
-        if logp not in LOGP_REDUCTIONS:
-            raise InvalidInput(f"unknown dpo.logp {logp!r}; valid: {', '.join(LOGP_REDUCTIONS)}")
-        if not 0 <= label_smoothing < 0.5:
-            raise InvalidInput(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        check_options(logp, label_smoothing)
         super().__init__(model_config, lr=lr, weight_decay=weight_decay, **optimization)
         # The frozen copy lives outside the module: not trained, not in checkpoints.
         self._frozen: list[GPT] = []

@@ -32,6 +32,19 @@ class BatchLog(L.Callback):
             f.write(json.dumps(record) + "\n")
 
 
+class StepOutputs(L.Callback):
+    """Appends `[step, the loss training_step returned, the progress bar's metric names]` to a
+    JSON-lines file after every step."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        record = [trainer.global_step, float(outputs["loss"]), sorted(trainer.progress_bar_metrics)]
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
 def read_batch_log(path: Path) -> list[list]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,11 +11,13 @@ import torch.nn.functional as F
 
 from lit_sft.data.preference import EncodedPair, collate_preferences
 from lit_sft.data.sft import EncodedEntry
+from lit_sft.files import write_json_atomic
 from lit_sft.lora import LoRAConfig, add_adapters
 from lit_sft.model import GPT, GPTConfig
+from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX
-from lit_sft.training.dpo import DPOModule
-from lit_sft.training.losses import dpo_loss, sequence_logps
+from lit_sft.training.dpo import METRICS, DPOModule, pair_metric_sums
+from lit_sft.training.losses import PreferenceLosses, dpo_loss, sequence_logps
 
 CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
 MODEL_CONFIG = {"vocab_size": 101, "context_length": 64, "emb_dim": 32, "n_layers": 2, "n_heads": 4}
@@ -179,3 +183,167 @@ def test_lora_reference_is_the_base_model_without_a_copy() -> None:
     assert (module.reference_logps(batch) - expected).abs().max() <= 1e-6
     policy = module.logps(module.model, batch)
     assert (policy - expected).abs().max() > 1e-3  # the adapters are back on afterwards
+
+
+def test_pair_metric_sums_by_hand() -> None:
+    out = PreferenceLosses(
+        losses=torch.tensor([0.5, 1.0, 0.25]),
+        chosen_rewards=torch.tensor([0.5, -0.25, 0.75]),
+        rejected_rewards=torch.tensor([0.25, 0.5, 0.75]),  # the third pair: a tie, not a win
+    )
+    policy = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0, -6.0])  # chosen, rejected, ...
+    sums = dict(zip(METRICS, pair_metric_sums(out, policy).tolist(), strict=True))
+    assert sums == {
+        "loss": 1.75,
+        "rewards/chosen": 1.0,
+        "rewards/rejected": 1.5,
+        "rewards/margin": -0.5,
+        "rewards/accuracy": 1.0,
+        "logps/chosen": -9.0,
+        "logps/rejected": -12.0,
+    }
+
+
+def softplus(x: float) -> float:
+    return math.log(1 + math.exp(x))
+
+
+# Prompt [1]; pair 0: chosen [0, 0], rejected [1]; pair 1: chosen [1], rejected [0, 1, 0];
+# end-of-text = pad = 1 is a target too. Under constant_logits_model([0, 0]) every target has
+# log-probability −log 2; the reference's are given (precomputed).
+TABLE_PAIRS = [
+    EncodedPair(0, EncodedEntry([1, 0, 0], 1), EncodedEntry([1, 1], 1)),
+    EncodedPair(1, EncodedEntry([1, 1], 1), EncodedEntry([1, 0, 1, 0], 1)),
+]
+POLICY = [(-3 * math.log(2), -2 * math.log(2)), (-2 * math.log(2), -4 * math.log(2))]
+REFERENCE = [(-1.0, -2.0), (-3.0, -0.5)]
+
+
+def table_module() -> DPOModule:
+    """β 0.5, label smoothing 0.25, reference log-probabilities precomputed for both splits."""
+    module = DPOModule(MODEL_CONFIG, beta=0.5, label_smoothing=0.25, precompute_reference=True)
+    module.model = constant_logits_model([0.0, 0.0])
+    module._table = {split: torch.tensor(REFERENCE) for split in ("train", "val")}
+    return module
+
+
+def hand_metrics(pair_ids: list[int]) -> tuple[list[float], list[float]]:
+    """By hand, for TABLE_PAIRS under table_module: each pair's loss, and the sums of METRICS."""
+    rewards = [
+        (0.5 * (POLICY[i][0] - REFERENCE[i][0]), 0.5 * (POLICY[i][1] - REFERENCE[i][1]))
+        for i in pair_ids
+    ]
+    losses = [0.75 * softplus(r - c) + 0.25 * softplus(c - r) for c, r in rewards]
+    chosen, rejected = (sum(r[k] for r in rewards) for k in (0, 1))
+    sums = [
+        sum(losses),
+        chosen,
+        rejected,
+        chosen - rejected,
+        sum(float(c > r) for c, r in rewards),
+        sum(POLICY[i][0] for i in pair_ids),
+        sum(POLICY[i][1] for i in pair_ids),
+    ]
+    return losses, sums
+
+
+def record_logs(module: DPOModule) -> dict[str, tuple[float, bool]]:
+    """What the module logs from now on: name -> (value, prog_bar)."""
+    logged: dict[str, tuple[float, bool]] = {}
+
+    def log(name: str, value: torch.Tensor, prog_bar: bool = False) -> None:
+        logged[name] = (value.item(), prog_bar)
+
+    module.log = log
+    return logged
+
+
+def test_precomputed_reference_rows_feed_each_micro_batch_loss() -> None:
+    module = table_module()
+    module.hparams.micro_batch_size = 1  # one pair per backward
+    module._frozen.clear()  # the reference is the table alone
+    batch = collate_preferences([TABLE_PAIRS[1], TABLE_PAIRS[0]], pad_id=1)  # rows by pair_index
+    losses, expected = hand_metrics([1, 0])
+    backwards: list[float] = []
+    sums = module.backward_pair_mean(
+        batch, 0.5, "train", lambda loss: backwards.append(loss.item())
+    )
+    assert backwards == pytest.approx([0.5 * loss for loss in losses], abs=1e-6)
+    assert sums.tolist() == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(RuntimeError, match="the reference model was released after precomputing"):
+        module.reference_logps(batch)  # no split: the live reference, released
+
+
+def test_validation_logs_the_means_over_its_pairs() -> None:
+    module = table_module()
+    logged = record_logs(module)
+    module.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(reduce=lambda totals, reduce_op: totals)
+    )
+    module.on_validation_epoch_start()
+    module.validation_step(collate_preferences([TABLE_PAIRS[1]], pad_id=1), 0)  # a single pair
+    module.on_validation_epoch_end()
+    _, expected = hand_metrics([1])
+    assert logged == {
+        f"val/{name}": (pytest.approx(value, abs=1e-5), False)
+        for name, value in zip(METRICS, expected, strict=True)
+    }
+
+
+def test_only_the_loss_goes_to_the_progress_bar() -> None:
+    module = DPOModule(MODEL_CONFIG)
+    logged = record_logs(module)
+    module._log_metrics("train", torch.arange(7.0), prog_bar=True)
+    module._log_metrics("val", torch.arange(7.0))
+    assert logged == {
+        **{f"train/{name}": (float(i), name == "loss") for i, name in enumerate(METRICS)},
+        **{f"val/{name}": (float(i), False) for i, name in enumerate(METRICS)},
+    }
+
+
+def test_reference_table_of_each_loader_in_its_order() -> None:
+    module = DPOModule(MODEL_CONFIG)
+    module._frozen.append(constant_logits_model([0.0, 0.0]))  # the reference: POLICY's numbers
+    batches = [collate_preferences([pair], pad_id=1) for pair in TABLE_PAIRS]
+    table = module.compute_reference_table({"train": batches, "val": []})
+    assert table["train"].tolist() == [pytest.approx(row, abs=1e-5) for row in POLICY]
+    assert table["val"].shape == (0, 2)  # an empty loader: no pairs
+    assert module._frozen == [] and module._table is table
+
+
+def test_reference_is_a_frozen_copy_of_the_initial_weights() -> None:
+    module = DPOModule(MODEL_CONFIG)
+    module.configure_model()
+    (frozen,) = module._frozen
+    assert frozen is not module.model and not frozen.training
+    assert not any(p.requires_grad for p in frozen.parameters())
+    for (name, a), (_, b) in zip(
+        frozen.state_dict().items(), module.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    module.configure_model()  # called again (a resumed run): still the one copy
+    assert module._frozen == [frozen]
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_a_saved_reference_table_replaces_the_frozen_copy(tmp_path: Path, precompute: bool) -> None:
+    saved = {"train": [[-1.0, -2.0], [-3.0, -4.0]], "val": [[-5.5, -6.0]]}
+    write_json_atomic(RunDir(tmp_path).reference_logps, saved)
+    module = DPOModule(MODEL_CONFIG, precompute_reference=precompute)
+    module.trainer = SimpleNamespace(default_root_dir=str(tmp_path))
+    module.configure_model()
+    if precompute:
+        assert module._frozen == []
+        assert {split: rows.tolist() for split, rows in module._table.items()} == saved
+    else:  # the option off: the file is ignored
+        assert len(module._frozen) == 1 and module._table == {}
+
+
+def test_precompute_without_a_saved_table_keeps_a_frozen_copy(tmp_path: Path) -> None:
+    module = DPOModule(MODEL_CONFIG, precompute_reference=True)
+    module.configure_model()  # no trainer yet: nothing to read
+    assert len(module._frozen) == 1
+    module = DPOModule(MODEL_CONFIG, precompute_reference=True)
+    module.trainer = SimpleNamespace(default_root_dir=str(tmp_path))  # a run folder without one
+    module.configure_model()
+    assert len(module._frozen) == 1 and module._table == {}

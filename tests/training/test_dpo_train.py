@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from lit_sft.data.preference import PreferenceDataModule
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.training.losses import sequence_logps
+from tests.helpers.callbacks import read_batch_log
 from tests.helpers.config import TINY_RUN, compose_config, scalars
 from train import train
 
@@ -41,11 +42,30 @@ def dpo_config(run_dir: Path, weights: Path, *overrides: str):
 
 
 def test_dpo_run_starts_at_log_2_and_logs_every_metric(tmp_path: Path, initial_weights) -> None:
-    summary = train(dpo_config(tmp_path, initial_weights))
+    batches, steps = tmp_path / "batches.jsonl", tmp_path / "steps.jsonl"
+    log_batches = (
+        "+callbacks.batch_log._target_=tests.helpers.callbacks.BatchLog",
+        f"+callbacks.batch_log.path={batches}",
+        "+callbacks.step_outputs._target_=tests.helpers.callbacks.StepOutputs",
+        f"+callbacks.step_outputs.path={steps}",
+    )
+    summary = train(dpo_config(tmp_path, initial_weights, *log_batches))
+    # Each step returns its mean pair loss; only that loss goes to the progress bar.
+    train_loss = [loss for _, loss in scalars(tmp_path, "train/loss")]
+    assert read_batch_log(steps) == [
+        [step + 1, pytest.approx(loss, abs=1e-6), ["train/loss"]]
+        for step, loss in enumerate(train_loss)
+    ]
     val = scalars(tmp_path, "val/loss")
     assert [step for step, _ in val] == [0, 2, 5]
     # Step 0: the policy is its reference, so every pair's loss is log 2 and rewards are 0.
     assert val[0][1] == pytest.approx(math.log(2), abs=1e-6)
+    assert scalars(tmp_path, "train/loss")[0] == (0, pytest.approx(math.log(2), abs=1e-6))
+    assert [lr for _, lr in scalars(tmp_path, "train/lr")] == pytest.approx([3e-3] * 6)
+    # Counted from the batches the run trained on, as a callback of the test saw them.
+    tokens = [record[2] for record in read_batch_log(batches)]
+    seen = [sum(tokens[: step + 1]) for step in range(6)]
+    assert [value for _, value in scalars(tmp_path, "train/tokens_seen")] == seen
     assert scalars(tmp_path, "val/rewards/margin")[0][1] == pytest.approx(0.0, abs=1e-6)
     assert val[-1][1] < val[0][1] - 1e-3
     for split in ("train", "val"):
@@ -101,5 +121,9 @@ def test_killed_and_resumed_dpo_run_ends_with_the_same_weights(
 
 
 def test_dpo_on_instruction_data_says_what_to_add(tmp_path: Path, tiny_config) -> None:
-    with pytest.raises(ValueError, match="method=dpo trains on preference pairs: add data=pref"):
+    message = (
+        r"^method=dpo trains on preference pairs: add data=preference "
+        r"\(\{instruction, input, chosen, rejected\} entries\)$"
+    )
+    with pytest.raises(ValueError, match=message):
         train(tiny_config("method=dpo", run_dir=tmp_path))
