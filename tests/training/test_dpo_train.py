@@ -4,8 +4,10 @@ import json
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from lit_sft.data.preference import PreferenceDataModule
@@ -118,6 +120,43 @@ def test_killed_and_resumed_dpo_run_ends_with_the_same_weights(
     )
     for name, tensor in resumed.items():
         assert (tensor - expected[name]).abs().max() <= 1e-6, name
+
+
+FIRST_STEP: dict[str, dict[str, torch.Tensor]] = {}
+
+
+class FirstStepGradient(L.Callback):
+    """The first training batch, and the gradient the optimizer steps with after it."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        FIRST_STEP.setdefault("batch", {k: v.clone() for k, v in batch.items()})
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = {n: p.grad.clone() for n, p in pl_module.model.named_parameters()}
+        FIRST_STEP.setdefault("grad", grads)
+
+
+def test_the_first_step_follows_the_gradient_of_the_mean_pair_loss(
+    tmp_path: Path, initial_weights
+) -> None:
+    FIRST_STEP.clear()
+    first = "+callbacks.first._target_=test_dpo_train.FirstStepGradient"
+    train(dpo_config(tmp_path, initial_weights, "trainer.max_steps=1", first))
+    # Independently, by hand: at the first step the policy is its reference, so the reference's
+    # log-probabilities are the policy's own, detached; rows alternate chosen, rejected.
+    batch = FIRST_STEP["batch"]
+    model = GPT(GPTConfig(**ARCH))
+    model.load_state_dict(load_file(initial_weights))
+    keep = batch["targets"] != -100
+    log_probs = torch.log_softmax(model(batch["input_ids"]), dim=-1)
+    token_logps = log_probs.gather(-1, batch["targets"].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    logps = (token_logps * keep).sum(dim=1)
+    relative = logps - logps.detach()
+    margin = 0.1 * (relative[0::2] - relative[1::2])  # beta 0.1, summed log-probabilities
+    (-F.logsigmoid(margin)).mean().backward()
+    for name, parameter in model.named_parameters():
+        expected = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+        torch.testing.assert_close(FIRST_STEP["grad"][name], expected, rtol=1e-4, atol=1e-7)
 
 
 def test_dpo_on_instruction_data_says_what_to_add(tmp_path: Path, tiny_config) -> None:
