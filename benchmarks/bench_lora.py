@@ -18,7 +18,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ from bench_train import (
     lit_datamodule,
     lit_side,
     measured,
-    save_initial_weights,
+    spec_from_initial_weights,
     time_steps,
     vm_hwm_mib,
 )
@@ -114,19 +113,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        weights = str(Path(tmp) / "init.safetensors")
-        config = in_child(save_initial_weights, args.ref_dir, args.model, weights)
-        spec = Spec(
-            ref_dir=args.ref_dir,
+        spec = spec_from_initial_weights(
+            tmp,
+            args.ref_dir,
+            args.model,
             data=args.data,
-            weights=weights,
-            config=config,
             batch_size=args.batch_size,
             steps=args.steps,
-            shuffle=False,
-            mask_instructions=False,
             threads=args.threads,
-            profile=False,
         )
         # Dropout 0 so both sides compute the same step-0 loss; it costs LoRA nothing measurable.
         lora = LoRAConfig(rank=args.rank, alpha=args.alpha, dropout=0.0)

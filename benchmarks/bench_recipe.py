@@ -181,23 +181,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        weights = str(Path(tmp) / "init.safetensors")
-        config = bt.in_child(bt.save_initial_weights, args.ref_dir, args.model, weights)
-        spec = bt.Spec(
-            ref_dir=args.ref_dir,
+        spec = bt.spec_from_initial_weights(
+            tmp,
+            args.ref_dir,
+            args.model,
             data=args.data,
-            weights=weights,
-            config=config,
             batch_size=args.batch_size,
             steps=args.steps,
-            shuffle=False,
-            mask_instructions=False,
             threads=args.threads,
-            profile=False,
         )
         runs = bt.run_sides(spec, lightning=False, rounds=1)
         peak = gemm_peak(args.ref_dir)
-        answers = answering(args, weights, config)
+        answers = answering(args, spec.weights, spec.config)
     check = bt.compare(runs["book"], runs["lit_sft"])
     other_cpu = {side: rounds[0]["other_cpu_frac"] for side, rounds in runs.items()}
     training = {

@@ -215,8 +215,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             entries = json.loads(Path(args.data).read_text())[: args.entries]
             args.data = str(Path(tmp) / "entries.json")
             Path(args.data).write_text(json.dumps(entries))
-        weights = str(Path(tmp) / "init.safetensors")
-        config = bt.in_child(bt.save_initial_weights, args.ref_dir, args.model, weights)
+        # The book's batches (shuffled, batch 8) for the target-token count; one "step" is unused.
+        spec = bt.spec_from_initial_weights(
+            tmp, args.ref_dir, args.model, data=args.data, batch_size=8, steps=1, shuffle=True
+        )
+        weights, config = spec.weights, spec.config
         book = bt.in_child(book_recipe, args, weights, config)
         lit = {
             precision: lit_training(args, weights, config, precision, Path(tmp) / precision)
@@ -226,10 +229,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             size: lit_answering(args, weights, config, size, Path(tmp) / f"answers-{size}")
             for size in args.answer_batch_sizes
         }
-        spec = bt.Spec(
-            ref_dir=args.ref_dir, data=args.data, weights=weights, config=config, batch_size=8,
-            steps=1, shuffle=True, mask_instructions=False, threads=None, profile=False,
-        )  # fmt: skip
         batches = book_batches(spec)
     targets = sum(t for _, t in batches)
     length = sum(p for p, _ in batches) / len(batches) / spec.batch_size

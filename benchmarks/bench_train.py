@@ -57,10 +57,10 @@ class Spec:
     config: dict[str, Any]
     batch_size: int
     steps: int
-    shuffle: bool
-    mask_instructions: bool
-    threads: int | None
-    profile: bool
+    shuffle: bool = False
+    mask_instructions: bool = False
+    threads: int | None = None
+    profile: bool = False
     lr: float = 5e-5
     weight_decay: float = 0.1
 
@@ -162,6 +162,14 @@ def save_initial_weights(ref_dir: str, model_name: str, path: str) -> dict[str, 
     torch.manual_seed(123)
     bc.save_hf_safetensors(GPTModel(config), path, config)
     return config
+
+
+def spec_from_initial_weights(folder: str, ref_dir: str, model_name: str, **settings: Any) -> Spec:
+    """Saves the book's seeded model into `folder` (in a child process) and returns the Spec of
+    runs that start from it; `settings`: Spec's other fields."""
+    weights = str(Path(folder) / "init.safetensors")
+    config = in_child(save_initial_weights, ref_dir, model_name, weights)
+    return Spec(ref_dir=ref_dir, weights=weights, config=config, **settings)
 
 
 def endless(loader: Iterable[Any]) -> Iterator[Any]:
@@ -482,13 +490,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_name = "tiny" if args.tiny else args.model
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        weights = str(Path(tmp) / "init.safetensors")
-        config = in_child(save_initial_weights, args.ref_dir, model_name, weights)
-        spec = Spec(
-            ref_dir=args.ref_dir,
+        spec = spec_from_initial_weights(
+            tmp,
+            args.ref_dir,
+            model_name,
             data=args.data,
-            weights=weights,
-            config=config,
             batch_size=args.batch_size,
             steps=args.steps,
             shuffle=args.shuffle,
