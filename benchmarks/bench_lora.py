@@ -16,70 +16,19 @@ import json
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
 
-import torch
 from bench_train import (
     SHARED,
-    Run,
-    Spec,
-    endless,
-    import_reference,
     in_child,
-    lit_datamodule,
     lit_side,
-    measured,
     spec_from_initial_weights,
-    time_steps,
-    vm_hwm_mib,
 )
-from torch import Tensor
 
-from lit_sft.checkpoints import load_weights
-from lit_sft.lora import LoRAConfig, add_adapters, trainable_parameters
-from lit_sft.tokenizer import IGNORE_INDEX
-from lit_sft.training.losses import sft_step
-from lit_sft.training.sft import InstructionModule
+from lit_sft.lora import LoRAConfig
 
 WARMUP = 1  # the first step allocates; it is left out of the medians
-
-
-def lora_side(spec: Spec, lora: LoRAConfig) -> dict[str, Any]:
-    """`bench_train.lit_side` with LoRA adapters on the loaded weights, timed."""
-    import_reference(spec.ref_dir)
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    batches = endless(lit_datamodule(spec).train_dataloader())
-    module = InstructionModule(spec.config, lr=spec.lr, weight_decay=spec.weight_decay)
-    load_weights(module.model, spec.weights)
-    add_adapters(module.model, lora)
-    module.train()
-    optimizer = module.configure_optimizers()["optimizer"]
-
-    def step(batch: dict[str, Tensor], mark: Callable[[], None]) -> Tensor:
-        tokens = (batch["targets"] != IGNORE_INDEX).sum().float().clamp(min=1)
-        loss_sum = sft_step(module.model, optimizer, batch, scale=1 / tokens, before_step=mark)
-        return loss_sum / tokens
-
-    run = Run(f"lora r{lora.rank}", peak_rss_mib=vm_hwm_mib())
-    result = measured(
-        run,
-        lambda: time_steps(
-            run, batches, lambda b: (b["input_ids"], b["targets"]), step, spec.steps
-        ),
-    )
-    result["trainable_parameters"] = trainable_parameters(module.model)
-    return result
-
-
-def full_side(spec: Spec) -> dict[str, Any]:
-    """`bench_train.lit_side` (full finetuning), with its trainable-parameter count."""
-    result = lit_side(spec)
-    module = InstructionModule(spec.config)
-    result["trainable_parameters"] = trainable_parameters(module.model)
-    return result
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -124,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         # Dropout 0 so both sides compute the same step-0 loss; it costs LoRA nothing measurable.
         lora = LoRAConfig(rank=args.rank, alpha=args.alpha, dropout=0.0)
-        full = summary(in_child(full_side, replace(spec)))
-        adapted = summary(in_child(lora_side, spec, lora))
+        full = summary(in_child(lit_side, spec))
+        adapted = summary(in_child(lit_side, spec, lora))
     print(f"{'':<10}{'step s':>8}{'tok/s':>9}{'peak MiB':>10}{'train MiB':>11}{'trainable':>13}")
     for s in (full, adapted):
         print(

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from lit_sft.checkpoints import load_weights
 from lit_sft.data.sft import InstructionDataModule
+from lit_sft.lora import LoRAConfig, add_adapters, trainable_parameters
 from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.losses import sft_step
 from lit_sft.training.sft import InstructionModule
@@ -303,14 +304,17 @@ def lit_datamodule(spec: Spec) -> InstructionDataModule:
     return datamodule
 
 
-def lit_side(spec: Spec) -> dict[str, Any]:
-    """lit_sft's batches and `InstructionModule.training_step` without the Trainer, timed."""
+def lit_side(spec: Spec, lora: LoRAConfig | None = None) -> dict[str, Any]:
+    """lit_sft's batches and `InstructionModule.training_step` without the Trainer, timed; with
+    `lora`, LoRA adapters on the loaded weights (as `adapter=lora` trains)."""
     import_reference(spec.ref_dir)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     batches = endless(lit_datamodule(spec).train_dataloader())
     module = InstructionModule(spec.config, lr=spec.lr, weight_decay=spec.weight_decay)
     load_weights(module.model, spec.weights)
+    if lora is not None:
+        add_adapters(module.model, lora)
     module.train()
     # The module's own optimizer (AdamW, and whatever options the project gives it); the
     # scheduler it comes with is constant by default, so it can be left out.
@@ -329,7 +333,7 @@ def lit_side(spec: Spec) -> dict[str, Any]:
         )
         return loss_sum / tokens
 
-    run = Run("lit_sft", peak_rss_mib=vm_hwm_mib())
+    run = Run("lit_sft" if lora is None else f"lora r{lora.rank}", peak_rss_mib=vm_hwm_mib())
     result = measured(
         run,
         lambda: time_steps(
@@ -342,6 +346,7 @@ def lit_side(spec: Spec) -> dict[str, Any]:
     )
     if spec.profile:
         result["profile"] = profile_step(batches, step)
+    result["trainable_parameters"] = trainable_parameters(module.model)
     return result
 
 
