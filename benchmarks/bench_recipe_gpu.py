@@ -55,6 +55,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precisions", nargs="+", default=["auto"], help="train.py's trainer.precision, each a run"
     )
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        help="more train.py runs, each a quoted string of overrides (e.g. 'module.compile=true')",
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--entries", type=int, default=None, help="the first N entries (a check)")
     parser.add_argument("--data", default=str(bt.SHARED / "data" / "instruction-data.json"))
@@ -168,15 +174,17 @@ def timed_command(command: list[str]) -> float:
 
 
 def lit_training(
-    args: argparse.Namespace, weights: str, config: dict[str, Any], precision: str, run: Path
+    args: argparse.Namespace, weights: str, config: dict[str, Any], overrides: str, run: Path
 ) -> dict[str, Any]:
-    """One `train.py` run of the recipe; its summary and the process's wall time."""
+    """One `train.py` run of the recipe with `overrides` (space-separated); its summary and the
+    process's wall time."""
     process_s = timed_command(
         [
             sys.executable, "train.py", "model=gpt2-medium", *arch_overrides(config),
-            f"model.weights={weights}", f"data.path={args.data}", f"trainer.precision={precision}",
+            f"model.weights={weights}", f"data.path={args.data}",
             f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
             f"run_dir={run}", f"hydra.run.dir={run}", "logger=csv", "export_weights=false",
+            *overrides.split(),
         ]
     )  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
@@ -221,9 +229,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         weights, config = spec.weights, spec.config
         book = bt.in_child(book_recipe, args, weights, config)
+        variants = [f"trainer.precision={p}" for p in args.precisions] + args.variants
         lit = {
-            precision: lit_training(args, weights, config, precision, Path(tmp) / precision)
-            for precision in args.precisions
+            variant: lit_training(args, weights, config, variant, Path(tmp) / f"train-{i}")
+            for i, variant in enumerate(variants)
         }
         answers = {
             size: lit_answering(args, weights, config, size, Path(tmp) / f"answers-{size}")
@@ -234,18 +243,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     length = sum(p for p, _ in batches) / len(batches) / spec.batch_size
     auto_peak = peaks["bf16"] if device.type == "cuda" else peaks["fp32"]
     rows = {"book (fp32)": (book["train_s"], peaks["fp32"], book["peak_mib"])}
-    for precision, run in lit.items():
-        peak = peaks["fp32"] if precision == "32-true" else auto_peak
-        rows[f"lit_sft ({precision})"] = (run["wall_time_s"], peak, run["peak_memory_mb"])
+    for variant, run in lit.items():
+        peak = peaks["fp32"] if "precision=32-true" in variant else auto_peak
+        rows[f"lit_sft {variant}"] = (run["wall_time_s"], peak, run["peak_memory_mb"])
     print(
         f"{args.model} on {name}: the book's recipe ({EPOCHS} epochs, batch 8, {targets} target "
         f"tokens), whole runs; GEMM fp32 {peaks['fp32'] / 1e12:.1f} TFLOP/s, bf16 "
         f"{peaks['bf16'] / 1e12:.1f} TFLOP/s"
     )
-    print(f"{'':<20}{'train s':>9}{'tgt tok/s':>11}{'MFU':>7}{'peak MiB':>10}{'speed-up':>10}")
+    width = max(map(len, rows)) + 1
+    print(f"{'':<{width}}{'train s':>9}{'tgt tok/s':>11}{'MFU':>7}{'peak MiB':>10}{'speed-up':>10}")
     for side, (seconds, peak, memory) in rows.items():
         print(
-            f"{side:<20}{seconds:>9.1f}{targets / seconds:>11.0f}"
+            f"{side:<{width}}{seconds:>9.1f}{targets / seconds:>11.0f}"
             f"{mfu(seconds, targets, length, config, peak):>7.3f}{memory:>10.0f}"
             f"{book['train_s'] / seconds:>9.2f}x"
         )
