@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from lit_sft.allocator import keep_freed_memory
 from lit_sft.checkpoints import load_weights, resolve_weights
 from lit_sft.data.sft import InstructionDataModule
 from lit_sft.errors import (
@@ -111,6 +112,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # denormal floats within a few hundred steps, and x86 CPUs compute on those ~100x slower:
     # without this a CPU run slows down several-fold as it goes (the demo did, 0.15 -> 0.8 s/step).
     torch.set_flush_denormal(True)
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     run_dir = Path(cfg.run_dir)
     datamodule: InstructionDataModule = instantiate(cfg.data)
     # Split before the trainer does, so that a dataset too small stops before anything starts.

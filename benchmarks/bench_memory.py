@@ -6,7 +6,8 @@ Random weights (seed 123) and random tokens, every position a target; each setti
 `--steps` AdamW steps (the module's optimizer and `sft_step`, as a run does) in its own spawned
 process, so its peak resident memory (`VmHWM`) is its own. `--precision bf16-mixed` runs the
 forward under CPU autocast to bfloat16, as Lightning's `trainer.precision=bf16-mixed` does, and
-compares it with fp32 instead. Prints a table, then one JSON line.
+compares it with fp32 instead. Each process keeps freed memory as `train.py` does
+(`--no-keep-freed-memory`: as `keep_freed_memory=false`). Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from benchmarks.bench_generate import model_config
 from benchmarks.bench_train import in_child, vm_hwm_mib
+from lit_sft.allocator import keep_freed_memory
 from lit_sft.training.losses import sft_step
 from lit_sft.training.sft import InstructionModule
 
@@ -41,6 +43,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="compare fp32 with this (instead of checkpointing off/on)",
     )
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
     return parser.parse_args(argv)
 
 
@@ -52,8 +55,11 @@ def train_steps(
     checkpointing: bool,
     precision: str,
     threads: int | None,
+    keep_freed: bool,
 ) -> dict[str, Any]:
     """`steps` training steps in this (fresh) process: losses, step times, peak memory."""
+    if keep_freed:
+        keep_freed_memory()
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(123)
@@ -96,11 +102,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             checkpointing,
             precision,
             args.threads,
+            args.keep_freed_memory,
         )
         for name, (checkpointing, precision) in settings.items()
     }
     print(
-        f"{args.model}, batch {args.batch_size} x {args.length}, {args.steps} step(s), load "
+        f"{args.model}, batch {args.batch_size} x {args.length}, {args.steps} step(s), "
+        f"keep_freed_memory={args.keep_freed_memory}, load "
         f"{load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}"
     )
     print(f"{'':<14}{'peak MiB':>10}{'step s':>9}  losses")
@@ -115,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "length": args.length,
         "steps": args.steps,
+        "keep_freed_memory": args.keep_freed_memory,
         "loadavg_start_end": [load_start[0], os.getloadavg()[0]],
         "results": results,
     }

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_sft.allocator import keep_freed_memory
 from lit_sft.checkpoints import load_weights
 from lit_sft.data.sft import InstructionDataModule
 from lit_sft.lora import LoRAConfig, add_adapters, trainable_parameters
@@ -62,6 +63,7 @@ class Spec:
     mask_instructions: bool = False
     threads: int | None = None
     profile: bool = False
+    compile: bool = False
     lr: float = 5e-5
     weight_decay: float = 0.1
 
@@ -121,6 +123,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run the sides this many times, in turn, and report each side's fastest round",
     )
     parser.add_argument("--lightning", action="store_true", help="also time the full Trainer")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time lit_sft with module.compile=true"
+    )
     parser.add_argument("--profile", action="store_true", help="profile one extra step per side")
     parser.add_argument("--ref-dir", default=str(SHARED / "bench" / "ref"))
     return parser.parse_args(argv)
@@ -305,16 +310,21 @@ def lit_datamodule(spec: Spec) -> InstructionDataModule:
 
 
 def lit_side(spec: Spec, lora: LoRAConfig | None = None) -> dict[str, Any]:
-    """lit_sft's batches and `InstructionModule.training_step` without the Trainer, timed; with
-    `lora`, LoRA adapters on the loaded weights (as `adapter=lora` trains)."""
+    """lit_sft's batches and `InstructionModule.training_step` without the Trainer, timed, in a
+    process set up as `train.py` sets up its own (`keep_freed_memory`); with `lora`, LoRA
+    adapters on the loaded weights (as `adapter=lora` trains)."""
     import_reference(spec.ref_dir)
+    keep_freed_memory()
     if spec.threads:
         torch.set_num_threads(spec.threads)
     batches = endless(lit_datamodule(spec).train_dataloader())
-    module = InstructionModule(spec.config, lr=spec.lr, weight_decay=spec.weight_decay)
+    module = InstructionModule(
+        spec.config, lr=spec.lr, weight_decay=spec.weight_decay, compile=spec.compile
+    )
     load_weights(module.model, spec.weights)
     if lora is not None:
         add_adapters(module.model, lora)
+    module.configure_model()
     module.train()
     # The module's own optimizer (AdamW, and whatever options the project gives it); the
     # scheduler it comes with is constant by default, so it can be left out.
@@ -333,7 +343,8 @@ def lit_side(spec: Spec, lora: LoRAConfig | None = None) -> dict[str, Any]:
         )
         return loss_sum / tokens
 
-    run = Run("lit_sft" if lora is None else f"lora r{lora.rank}", peak_rss_mib=vm_hwm_mib())
+    name = "compiled" if spec.compile else "lit_sft"
+    run = Run(name if lora is None else f"lora r{lora.rank}", peak_rss_mib=vm_hwm_mib())
     result = measured(
         run,
         lambda: time_steps(
@@ -379,6 +390,7 @@ class StepClock(L.Callback):
 def lightning_side(spec: Spec) -> dict[str, Any]:
     """The same steps through `Trainer.fit` (no validation, logger or checkpoints), timed."""
     import_reference(spec.ref_dir)
+    keep_freed_memory()
     if spec.threads:
         torch.set_num_threads(spec.threads)
     module = InstructionModule(spec.config, lr=spec.lr, weight_decay=spec.weight_decay)
@@ -476,15 +488,19 @@ def print_table(label: str, summaries: dict[str, dict[str, Any]]) -> None:
         print(f"{side:<10} losses " + " ".join(f"{x:.5f}" for x in s["losses"]))
 
 
-def run_sides(spec: Spec, lightning: bool, rounds: int) -> dict[str, list[dict[str, Any]]]:
+def run_sides(
+    spec: Spec, lightning: bool, rounds: int, compiled: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     """Each side in its own process, in turn, `rounds` times (never two at once on 2 cores)."""
-    sides = {"book": book_side, "lit_sft": lit_side}
+    sides = {"book": (book_side, spec), "lit_sft": (lit_side, spec)}
+    if compiled:
+        sides["compiled"] = (lit_side, replace(spec, compile=True))
     if lightning:
-        sides["lightning"] = lightning_side
+        sides["lightning"] = (lightning_side, spec)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for _ in range(rounds):
-        for name, side in sides.items():
-            runs[name].append(in_child(side, spec))
+        for name, (side, side_spec) in sides.items():
+            runs[name].append(in_child(side, side_spec))
     return runs
 
 
@@ -507,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             threads=args.threads,
             profile=args.profile,
         )
-        runs = run_sides(spec, args.lightning, args.rounds)
+        runs = run_sides(spec, args.lightning, args.rounds, args.compile)
     summaries = {side: summarize(run, args.warmup) for side, run in runs.items()}
     checks = {side: compare(runs["book"], run) for side, run in runs.items() if side != "book"}
     label = (
