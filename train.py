@@ -112,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # denormal floats within a few hundred steps, and x86 CPUs compute on those ~100x slower:
     # without this a CPU run slows down several-fold as it goes (the demo did, 0.15 -> 0.8 s/step).
     torch.set_flush_denormal(True)
-    if cfg.keep_freed_memory:
+    if cfg.get("keep_freed_memory", True):
         keep_freed_memory()
     run_dir = Path(cfg.run_dir)
     datamodule: InstructionDataModule = instantiate(cfg.data)

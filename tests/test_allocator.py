@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+from omegaconf import open_dict
 
 import train as train_module
 from lit_sft.allocator import keep_freed_memory
@@ -74,3 +75,18 @@ def test_without_a_c_library_nothing_is_set(monkeypatch) -> None:
 def test_a_c_library_without_mallopt_is_left_alone(monkeypatch) -> None:
     monkeypatch.setattr(ctypes, "CDLL", lambda name: object())
     assert keep_freed_memory() is False
+
+
+def test_a_config_saved_before_the_option_existed_keeps_freed_memory(
+    tiny_config, monkeypatch
+) -> None:
+    cfg = tiny_config()
+    with open_dict(cfg):
+        del cfg["keep_freed_memory"]
+    calls = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1))
+    try:
+        train_module.train(cfg)
+    finally:
+        torch.set_flush_denormal(False)
+    assert calls == [1]
