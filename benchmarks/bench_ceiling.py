@@ -101,9 +101,11 @@ def attention_gemms(config: GPTConfig, batch: int, length: int) -> float:
     heads, dim = config.n_heads, config.head_dim
     q, k, v = (torch.randn(batch * heads, length, dim) for _ in range(3))
     scores = torch.randn(batch * heads, length, length)
-    forward = seconds(lambda: q @ k.transpose(1, 2)) + seconds(lambda: scores @ v)
-    # Backward: dS = dY V^T, dV = S^T dY, dQ = dS K, dK = dS^T Q: two products of each shape.
-    return 3 * forward
+    scores_s = seconds(lambda: q @ k.transpose(1, 2))  # (T, d) x (d, T)
+    values_s = seconds(lambda: scores @ v)  # (T, T) x (T, d)
+    # Backward: dS = dY V^T has the scores' shape; dV = S^T dY, dQ = dS K and dK = dS^T Q the
+    # values'.
+    return 2 * scores_s + 4 * values_s
 
 
 def training_gemms(config: GPTConfig, batch: int, length: int) -> dict[str, float]:
