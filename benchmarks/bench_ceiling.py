@@ -40,6 +40,7 @@ from torch import Tensor
 
 from benchmarks import bench_train as bt
 from benchmarks.bench_generate import (
+    NEVER,
     build_model,
     copy_bandwidth,
     decode_bytes,
@@ -52,8 +53,6 @@ from lit_sft.generation import generate
 from lit_sft.model import GPTConfig
 from lit_sft.training.losses import sft_step
 from lit_sft.training.sft import InstructionModule
-
-NEVER = -1  # an end-of-text id no token has: every decode runs its full length
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -188,8 +187,7 @@ def decode_ceiling(args: argparse.Namespace, bandwidth: float) -> dict[str, Any]
         )
         gemms = model.config.n_layers * per_layer + best_layout(rows, model.out_head.weight)
     prompts = prompt_tokens(args.data, "alpaca", rows)
-    new = 33
-    generate(model, prompts, max_new_tokens=4, eos_id=NEVER)
+    new = 33  # NEVER ends an answer: every decode runs its full length
     full = seconds(lambda: generate(model, prompts, max_new_tokens=new, eos_id=NEVER), 3)
     first = seconds(lambda: generate(model, prompts, max_new_tokens=1, eos_id=NEVER), 3)
     measured = (full - first) / (new - 1)

@@ -1,4 +1,4 @@
-"""`keep_freed_memory`: the pages of a freed big tensor are reused, not faulted in again."""
+"""`keep_freed_memory`: the pages of a freed big block are reused, not faulted in again."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def page_faults(mode: str) -> tuple[str, int]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
-def test_freed_big_tensors_are_reused_instead_of_faulted_in_again() -> None:
+def test_freed_big_blocks_are_reused_instead_of_faulted_in_again() -> None:
     applied, kept = page_faults("keep")
     _, default = page_faults("default")
     assert applied == "True"
