@@ -26,7 +26,7 @@ def build_chat(cfg: DictConfig) -> Chat:
         print("no weights given: chatting with a randomly initialised model", file=sys.stderr)
     model = load_model(model_config(source), weights, device_of(cfg.device))
     sampling = Sampling(cfg.temperature, cfg.top_k, cfg.max_new_tokens, cfg.seed)
-    return Chat(model, prompt_style(source.prompt.name), sampling)
+    return Chat(model, prompt_style(source.prompt.name), sampling, cfg.prepack_weights)
 
 
 def chat(cfg: DictConfig) -> None:

@@ -133,6 +133,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         seed=cfg.seed,
+        prepack_weights=cfg.prepack_weights,
     )
     scores = scores_of(cfg, responses, run_dir)
     run_summary = run_dir.read_summary()

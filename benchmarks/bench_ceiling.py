@@ -15,9 +15,9 @@ fraction) of a step that were nothing but those products.
   FLOPs (6 x matmul parameters + attention per target, as `bench_recipe`) over the GEMM and AdamW
   time, over the peak.
 - Decoding (`--decode-model`, `--decode-batch` rows, one new token each): every product of a
-  decode step timed in the fastest of three layouts (`x @ W.T` as `nn.Linear`, `W @ x.T`, and `x`
-  times a transposed copy of `W`); ceiling = the roofline's step time over that sum, against
-  lit_sft's measured decode step.
+  decode step timed in the fastest of four layouts (`x @ W.T` as `nn.Linear`, `W @ x.T`, `x`
+  times a transposed copy of `W`, and oneDNN's prepacked weight as lit_sft decodes); ceiling = the
+  roofline's step time over that sum, against lit_sft's measured decode step.
 
 The process keeps freed memory as `train.py` does (`keep_freed_memory`), for the products'
 outputs and lit_sft's steps alike. Prints a table, then one JSON line.
@@ -32,11 +32,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import nn
 
 from benchmarks import bench_train as bt
 from benchmarks.bench_generate import (
@@ -51,6 +52,7 @@ from benchmarks.bench_recipe import flops_per_target, gemm_peak
 from lit_sft.allocator import keep_freed_memory
 from lit_sft.generation import generate
 from lit_sft.model import GPTConfig
+from lit_sft.prepack import PrepackedForward, can_prepack
 from lit_sft.training.losses import sft_step
 from lit_sft.training.sft import InstructionModule
 
@@ -165,14 +167,18 @@ def training_ceiling(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     }
 
 
-def best_layout(rows: int, weight: Tensor) -> float:
-    """Seconds of `x @ weight.T` for `rows` rows in the fastest of three layouts."""
+def best_layout(rows: int, linear: nn.Linear) -> float:
+    """Seconds of `linear`'s product for `rows` rows in the fastest of four layouts."""
+    weight = linear.weight
     x, transposed = torch.randn(rows, weight.shape[1]), weight.t().contiguous()
-    return min(
-        seconds(lambda: F.linear(x, weight)),
-        seconds(lambda: weight @ x.t()),
-        seconds(lambda: x @ transposed),
-    )
+    layouts = [
+        lambda: F.linear(x, weight),
+        lambda: weight @ x.t(),
+        lambda: x @ transposed,
+    ]
+    if can_prepack(weight):
+        layouts.append(partial(PrepackedForward(linear, rows), x))
+    return min(seconds(layout) for layout in layouts)
 
 
 def decode_ceiling(args: argparse.Namespace, bandwidth: float) -> dict[str, Any]:
@@ -182,10 +188,10 @@ def decode_ceiling(args: argparse.Namespace, bandwidth: float) -> dict[str, Any]
     with torch.inference_mode():
         block = model.blocks[0]
         per_layer = sum(
-            best_layout(rows, linear.weight)
+            best_layout(rows, linear)
             for linear in (block.attn.qkv, block.attn.proj, block.mlp.fc, block.mlp.proj)
         )
-        gemms = model.config.n_layers * per_layer + best_layout(rows, model.out_head.weight)
+        gemms = model.config.n_layers * per_layer + best_layout(rows, model.out_head)
     prompts = prompt_tokens(args.data, "alpaca", rows)
     new = 33  # NEVER ends an answer: every decode runs its full length
     full = seconds(lambda: generate(model, prompts, max_new_tokens=new, eos_id=NEVER), 3)

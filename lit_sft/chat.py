@@ -10,6 +10,7 @@ import torch
 
 from lit_sft.generation import stream
 from lit_sft.model import GPT
+from lit_sft.prepack import prepacked_linears
 from lit_sft.prompts import PromptStyle
 from lit_sft.tokenizer import Tokenizer
 
@@ -59,10 +60,15 @@ def text_pieces(tokens: Iterable[int], tokenizer: Tokenizer) -> Iterator[str]:
 class Chat:
     """A model, its prompt style and sampling settings; answers messages as streams of text."""
 
-    def __init__(self, model: GPT, style: PromptStyle, sampling: Sampling) -> None:
+    def __init__(
+        self, model: GPT, style: PromptStyle, sampling: Sampling, prepack_weights: bool = True
+    ) -> None:
         self.model = model
         self.style = style
         self.sampling = sampling
+        # On the CPU, decode through weights reordered for oneDNN (`lit_sft.prepack`), once for
+        # a whole session.
+        self.prepack_weights = prepack_weights
         self.tokenizer = Tokenizer()
         device = next(model.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(sampling.seed)
@@ -78,6 +84,7 @@ class Chat:
             temperature=self.sampling.temperature,
             top_k=self.sampling.top_k,
             generator=self.generator,
+            prepack_weights=self.prepack_weights,
         )
         return text_pieces(tokens, self.tokenizer)
 
@@ -95,6 +102,10 @@ class Chat:
     def session(self, lines: TextIO, out: TextIO) -> None:
         """Answers every line of `lines` until end of input (Ctrl-D) or /quit."""
         out.write(BANNER)
+        with prepacked_linears(self.model, max_rows=1, enabled=self.prepack_weights):
+            self._converse(lines, out)
+
+    def _converse(self, lines: TextIO, out: TextIO) -> None:
         while True:
             out.write(PROMPT)
             out.flush()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from lit_sft.model import GPT, KVCache
+from lit_sft.prepack import is_prepacked, prepacked_linears
 from lit_sft.tokenizer import END_OF_TEXT
 
 # Checking whether every answer has ended copies a flag to the host, which waits for the device;
@@ -61,10 +63,13 @@ def next_token(
 def last_logits(model: GPT, hidden: Tensor) -> Tensor:
     """The logits (B, V) of the last position of `hidden` (B, T, C).
 
-    The output head as weight @ hidden.T: for a few rows, CPU GEMMs stream the (V, C) weight
-    about twice as fast in this order as in `out_head`'s hidden @ weight.T.
+    Unless the head is prepacked, as weight @ hidden.T: for a few rows, MKL's GEMM streams the
+    (V, C) weight about twice as fast in this order as in `out_head`'s hidden @ weight.T.
     """
-    return (model.out_head.weight @ hidden[:, -1].T).T
+    last = hidden[:, -1]
+    return (
+        model.out_head(last) if is_prepacked(model.out_head) else (model.out_head.weight @ last.T).T
+    )
 
 
 def generate(
@@ -77,11 +82,13 @@ def generate(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    prepack_weights: bool = True,
 ) -> list[list[int]]:
     """The new tokens of each prompt, up to `eos_id` (excluded) or `max_new_tokens`.
 
     Prompts longer than the context keep their last tokens; generation never goes past the
-    context length.
+    context length. `prepack_weights`: on the CPU, decode through weights reordered for oneDNN
+    (`lit_sft.prepack`; faster, for the weights' memory again).
     """
     steps = decode_steps(
         model,
@@ -92,6 +99,7 @@ def generate(
         top_k=top_k,
         generator=generator,
         use_cache=use_cache,
+        prepack_weights=prepack_weights,
     )
     tokens = list(steps)
     if not tokens:
@@ -108,6 +116,7 @@ def stream(
     temperature: float = 0.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    prepack_weights: bool = True,
 ) -> Iterator[int]:
     """`generate` of one prompt, yielding each new token as soon as it is chosen."""
     steps = decode_steps(
@@ -118,6 +127,7 @@ def stream(
         temperature=temperature,
         top_k=top_k,
         generator=generator,
+        prepack_weights=prepack_weights,
     )
     for token in steps:
         if int(token[0]) == eos_id:
@@ -135,10 +145,12 @@ def decode_steps(
     top_k: int | None,
     generator: torch.Generator | None,
     use_cache: bool = True,
+    prepack_weights: bool = True,
 ) -> Iterator[Tensor]:
     """The tokens (B,) chosen at each step, `eos_id` once a sequence is done.
 
-    Stops once every sequence is done, checked every `DONE_CHECK_EVERY` steps (a host sync).
+    Every `DONE_CHECK_EVERY` steps (a host sync) it stops if every sequence is done, and drops
+    the done ones from the batch once they are a quarter of it or more.
     """
     context = model.config.context_length
     prompts = [list(p)[-(context - 1) :] for p in prompts]
@@ -146,46 +158,100 @@ def decode_steps(
     # Attention never sees the padding, so any id in the vocabulary will do; `eos_id` need not be
     # one (-1 never stops).
     prompt_ids, prompt_real = left_pad(prompts, pad_id=0)
-    batch, prompt_len = prompt_ids.shape
-    steps = min(max_new_tokens, context - prompt_len)
-    # Every position the generation can reach, filled in place: no per-step concatenation, and
-    # positions and the real-token mask computed once.
-    ids = torch.zeros((batch, prompt_len + steps), dtype=torch.long)
-    real = torch.ones((batch, prompt_len + steps), dtype=torch.bool)
-    ids[:, :prompt_len], real[:, :prompt_len] = prompt_ids, prompt_real
-    ids, real = ids.to(device), real.to(device)
-    positions = positions_of(real)
-    cache = (
-        KVCache(
-            model.config,
-            batch,
-            prompt_len + steps,
-            dtype=model.tok_emb.weight.dtype,
-            device=device,
+    steps = min(max_new_tokens, context - prompt_ids.shape[1])
+    rows = DecodingRows.start(model, prompt_ids, prompt_real, steps, use_cache, device)
+    with prepacked_linears(model, len(prompts), enabled=prepack_weights):
+        for step in range(steps):
+            # Inference mode per step, not around the generator, so a caller may stop between
+            # steps.
+            with torch.inference_mode():
+                logits = last_logits(model, rows.forward(model))
+                chosen = next_token(logits.float(), temperature, top_k, generator)
+                tokens = torch.full((len(prompts),), eos_id, dtype=torch.long, device=device)
+                tokens[rows.index] = rows.append(chosen, eos_id)
+            yield tokens
+            if (step + 1) % DONE_CHECK_EVERY == 0:
+                done = int(rows.done.sum())
+                if done == len(rows.done):
+                    return
+                if 4 * done >= len(rows.done):
+                    rows.drop_done()
+
+
+@dataclass
+class DecodingRows:
+    """The sequences a generation still decodes: their tokens, positions, cache and state.
+
+    `ids` and `real` hold every position the generation can reach, filled in place: no per-step
+    concatenation, and positions and the real-token mask computed once.
+    """
+
+    ids: Tensor  # (B, P + steps) token ids, left-padded prompts first
+    real: Tensor  # (B, P + steps) True at real tokens
+    positions: Tensor  # (B, P + steps) each token's position within its own sequence
+    cache: KVCache | None
+    done: Tensor  # (B,) True once a sequence has chosen end-of-text
+    index: Tensor  # (B,) each row's place in the batch the generation began with
+    end: int  # positions fed so far, and the column of the next token
+
+    @classmethod
+    def start(
+        cls,
+        model: GPT,
+        prompt_ids: Tensor,
+        prompt_real: Tensor,
+        steps: int,
+        use_cache: bool,
+        device: torch.device,
+    ) -> DecodingRows:
+        batch, prompt_len = prompt_ids.shape
+        ids = torch.zeros((batch, prompt_len + steps), dtype=torch.long)
+        real = torch.ones((batch, prompt_len + steps), dtype=torch.bool)
+        ids[:, :prompt_len], real[:, :prompt_len] = prompt_ids, prompt_real
+        ids, real = ids.to(device), real.to(device)
+        dtype = model.tok_emb.weight.dtype
+        cache = (
+            KVCache(model.config, batch, prompt_len + steps, dtype=dtype, device=device)
+            if use_cache
+            else None
         )
-        if use_cache
-        else None
-    )
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    end = prompt_len  # positions fed so far, and the column of the next token
-    for step in range(steps):
-        # Inference mode per step, not around the generator, so a caller may stop between steps.
-        with torch.inference_mode():
-            start = cache.length if cache is not None else 0
-            # A decoding query (one real token) attends every real key before it: the mask is a
-            # view of `real`. The prompt (and every uncached step) needs the full causal mask.
-            mask = real[:, None, None, :end] if start > 0 else attention_mask(real[:, :end], start)
-            hidden = model.hidden_states(
-                ids[:, start:end], positions=positions[:, start:end], attn_mask=mask, cache=cache
-            )
-            logits = last_logits(model, hidden).float()
-            token = torch.where(done, eos_id, next_token(logits, temperature, top_k, generator))
-            done |= token == eos_id
-            ids[:, end] = token
-        end += 1
-        yield token
-        if (step + 1) % DONE_CHECK_EVERY == 0 and bool(done.all()):
-            return
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        index = torch.arange(batch, device=device)
+        return cls(ids, real, positions_of(real), cache, done, index, prompt_len)
+
+    def forward(self, model: GPT) -> Tensor:
+        """Hidden states (B, T, C) of the positions not yet in the cache (all, without one)."""
+        start = self.cache.length if self.cache is not None else 0
+        # A decoding query (one real token) attends every real key before it: the mask is a view
+        # of `real`. The prompt (and every uncached step) needs the full causal mask.
+        real = self.real[:, : self.end]
+        mask = real[:, None, None, :] if start > 0 else attention_mask(real, start)
+        return model.hidden_states(
+            self.ids[:, start : self.end],
+            positions=self.positions[:, start : self.end],
+            attn_mask=mask,
+            cache=self.cache,
+        )
+
+    def append(self, chosen: Tensor, eos_id: int) -> Tensor:
+        """Feeds the chosen tokens (B,) to the next step, `eos_id` for done rows; returns them."""
+        tokens = torch.where(self.done, eos_id, chosen)
+        self.done |= tokens == eos_id
+        self.ids[:, self.end] = tokens
+        self.end += 1
+        return tokens
+
+    def drop_done(self) -> None:
+        """Keeps only the rows still decoding: later steps compute nothing for the others."""
+        keep = (~self.done).nonzero().squeeze(1)
+        self.ids, self.real = self.ids[keep], self.real[keep]
+        self.positions, self.done, self.index = (
+            self.positions[keep],
+            self.done[keep],
+            self.index[keep],
+        )
+        if self.cache is not None:
+            self.cache.keep_rows(keep)
 
 
 def _until_eos(tokens: list[int], eos_id: int) -> list[int]:

@@ -74,6 +74,15 @@ class KVCache:
         self.values[layer, :, :, self.length : end] = values
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
+    def keep_rows(self, rows: Tensor) -> None:
+        """Keeps the sequences at `rows` (indices into the batch), dropping the others."""
+        filled = slice(0, self.length)
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((old.shape[0], len(rows), *old.shape[2:]))
+            new[:, :, :, filled] = old[:, rows, :, filled]
+            setattr(self, name, new)
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer: int) -> None:

@@ -256,3 +256,48 @@ def test_response_extraction_uses_each_styles_header() -> None:
     # One style's header means nothing to the other.
     assert phi3.extract_response("### Response:\nPositive.") == "### Response:\nPositive."
     assert alpaca.extract_response("<|assistant|>:\nHello!") == "<|assistant|>:\nHello!"
+
+
+def fed_rows(model: GPT, run: Callable[[], object]) -> list[int]:
+    """How many sequences each forward of `run()` feeds the model."""
+    rows = []
+    handle = model.tok_emb.register_forward_hook(lambda _, args, __: rows.append(args[0].shape[0]))
+    run()
+    handle.remove()
+    return rows
+
+
+def staggered_eos(model: GPT, prompts: list[list[int]]) -> tuple[int, list[int]]:
+    """An end-of-text id that ends a quarter or more of the answers, not all, by the first check;
+    and each answer's length with it (20 new tokens at most: the longest prompt's room)."""
+    free = generate(model, prompts, max_new_tokens=20, eos_id=NEVER)
+    for eos in range(model.config.vocab_size):
+        lengths = [a.index(eos) if eos in a else 20 for a in free]
+        ended = sum(n < DONE_CHECK_EVERY for n in lengths)
+        if 4 * ended >= len(prompts) and max(lengths) > DONE_CHECK_EVERY + 1:
+            return eos, lengths
+    raise AssertionError("no token ends the answers at staggered steps")
+
+
+def test_done_answers_leave_the_batch_and_the_others_are_unchanged(model: GPT) -> None:
+    eos, lengths = staggered_eos(model, MIXED)
+    run = lambda: generate(model, MIXED, max_new_tokens=20, eos_id=eos)  # noqa: E731
+    rows = fed_rows(model, run)
+    # All rows until the first check; then only those still decoding.
+    assert rows[:DONE_CHECK_EVERY] == [len(MIXED)] * DONE_CHECK_EVERY
+    assert rows[DONE_CHECK_EVERY] == sum(n >= DONE_CHECK_EVERY for n in lengths) < len(MIXED)
+    answers = run()
+    assert [len(a) for a in answers] == lengths
+    alone = [generate(model, [p], max_new_tokens=20, eos_id=eos)[0] for p in MIXED]
+    uncached = generate(model, MIXED, max_new_tokens=20, eos_id=eos, use_cache=False)
+    assert answers == alone == uncached
+
+
+def test_a_few_done_answers_stay_in_the_batch(model: GPT) -> None:
+    eos, lengths = staggered_eos(model, MIXED)
+    # With three more prompts that run long, the done ones are under a quarter of the batch.
+    prompts = MIXED + [MIXED[lengths.index(max(lengths))]] * 3 * len(MIXED)
+    ended = sum(n < DONE_CHECK_EVERY for n in lengths)
+    assert 4 * ended < len(prompts)
+    rows = fed_rows(model, lambda: generate(model, prompts, max_new_tokens=20, eos_id=eos))
+    assert rows[DONE_CHECK_EVERY] == len(prompts)

@@ -216,3 +216,17 @@ def test_activation_checkpointing_keeps_the_mask_and_the_cache() -> None:
     mask[0, 0, 0, 7] = False  # causal between the two new positions
     steps = model(ids[:, 6:], attn_mask=mask, cache=cache)
     torch.testing.assert_close(torch.cat([prefix, steps], 1).detach(), full, atol=1e-5, rtol=1e-5)
+
+
+def test_the_cache_keeps_the_rows_it_is_asked_for() -> None:
+    cache = KVCache(TINY, batch_size=3, max_len=8)
+    for layer in range(TINY.n_layers):
+        shape = (3, TINY.n_heads, 5, TINY.head_dim)
+        cache.update(layer, torch.randn(shape), torch.randn(shape))
+    cache.length = 5
+    keys, values = cache.keys.clone(), cache.values.clone()
+    cache.keep_rows(torch.tensor([2, 0]))
+    assert cache.keys.shape == (TINY.n_layers, 2, TINY.n_heads, 8, TINY.head_dim)
+    assert torch.equal(cache.keys[:, :, :, :5], keys[:, [2, 0], :, :5])
+    assert torch.equal(cache.values[:, :, :, :5], values[:, [2, 0], :, :5])
+    assert cache.length == 5 and cache.max_len == 8

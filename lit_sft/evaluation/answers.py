@@ -18,6 +18,7 @@ from lit_sft.errors import InvalidInput
 from lit_sft.files import write_json_atomic
 from lit_sft.generation import generate
 from lit_sft.model import GPT
+from lit_sft.prepack import prepacked_linears
 from lit_sft.prompts import PromptStyle
 from lit_sft.tokenizer import Tokenizer
 
@@ -79,12 +80,15 @@ def generate_responses(
     top_k: int | None = None,
     seed: int = 123,
     progress: bool = True,
+    prepack_weights: bool = True,
 ) -> tuple[list[dict[str, Any]], GenerationStats]:
     """`entries` with a `model_response` each, rewriting `path` after every batch.
 
     Entries already answered in `path` (a stopped earlier run) are kept, not generated again.
     The others are answered longest prompt first, so that a batch holds prompts of about one
     length and pads little; `path` and the result keep the order of `entries`.
+    `prepack_weights`: on the CPU, decode through weights reordered once for oneDNN
+    (`lit_sft.prepack`): faster, for the weights' memory again while answering.
     """
     tokenizer = Tokenizer()
     answered = read_responses(path, entries)
@@ -93,13 +97,14 @@ def generate_responses(
     todo.sort(key=lambda i: len(prompts[i]), reverse=True)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     new_tokens, began = 0, time.perf_counter()
-    with tqdm(
+    bar = tqdm(
         total=len(entries),
         initial=len(entries) - len(todo),
         desc="answering",
         unit="entry",
         disable=not progress,
-    ) as bar:
+    )
+    with bar, prepacked_linears(model, batch_size, enabled=prepack_weights and bool(todo)):
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             answers = generate(
@@ -110,6 +115,7 @@ def generate_responses(
                 temperature=temperature,
                 top_k=top_k,
                 generator=generator,
+                prepack_weights=prepack_weights,
             )
             for index, tokens in zip(batch, answers, strict=True):
                 response = style.extract_response(tokenizer.decode(tokens))
