@@ -4,7 +4,8 @@
 
 Random weights (seed 123), greedy, on the CPU; the end-of-text id is one no token has, so every
 answer is `--max-new-tokens` long and every way does the same work per answer. lit_sft answers
-all `--n` prompts, longest first in batches of `--batch-size` (as evaluation does); the slow ways
+all `--n` prompts, longest first in batches of `--batch-size` (as evaluation does), and again
+without prepacked weights (`prepack_weights=False`: MKL's GEMM for every product); the slow ways
 (uncached one prompt at a time, and with `--ref` the book's `generate` from ../shared/bench/ref,
 same weights) answer only the first `--slow-n` prompts, and their time per answer is compared.
 Decode tokens/s (without the prompt's forward) is set against the bandwidth roofline: the bytes
@@ -99,13 +100,21 @@ def timed(run: Callable[[], Answers]) -> tuple[Answers, float]:
     return answers, time.perf_counter() - start
 
 
-def cached_batched(model: GPT, prompts: list[list[int]], new: int, batch_size: int) -> Answers:
+def cached_batched(
+    model: GPT, prompts: list[list[int]], new: int, batch_size: int, prepack: bool = True
+) -> Answers:
     """Longest prompt first, in batches, as evaluation answers; the answers in prompt order."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     answers: dict[int, list[int]] = {}
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        made = generate(model, [prompts[i] for i in batch], max_new_tokens=new, eos_id=NEVER)
+        made = generate(
+            model,
+            [prompts[i] for i in batch],
+            max_new_tokens=new,
+            eos_id=NEVER,
+            prepack_weights=prepack,
+        )
         answers.update(zip(batch, made, strict=True))
     return [answers[i] for i in range(len(prompts))]
 
@@ -200,6 +209,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "cached, batched": lambda: cached_batched(model, prompts, new, args.batch_size),
         # The prompts' forward alone (one new token), to tell decoding time from it.
         "prompts only": lambda: cached_batched(model, prompts, 1, args.batch_size),
+        "cached, batched, not prepacked": lambda: cached_batched(
+            model, prompts, new, args.batch_size, prepack=False
+        ),
+        "prompts only, not prepacked": lambda: cached_batched(
+            model, prompts, 1, args.batch_size, prepack=False
+        ),
     }
     if slow_prompts:
         ways["uncached, one at a time"] = lambda: uncached_single(model, slow_prompts, slow_new)
@@ -213,9 +228,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     prompt_s = results["prompts only"][1]
     rows = {}
     for name, (answers, seconds) in results.items():
-        if name == "prompts only":
+        if name.startswith("prompts only"):
             continue
-        scale = 1.0 if name == "cached, batched" else stretch
+        scale = 1.0 if name.startswith("cached, batched") else stretch
         seconds *= scale
         identical, first_diffs = same_tokens(
             answers, [a[: len(answers[0])] for a in ours[: len(answers)]]
@@ -236,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         row["speedup_per_answer"] = row["s_per_answer"] / ours_row["s_per_answer"]
     batch = min(args.batch_size, len(prompts))
     decode_tokens_per_s = (ours_row["tokens"] - len(prompts)) / (ours_s - prompt_s)
+    plain_s = results["cached, batched, not prepacked"][1]
+    plain_prompt_s = results["prompts only, not prepacked"][1]
+    plain_decode_tokens_per_s = (ours_row["tokens"] - len(prompts)) / (plain_s - plain_prompt_s)
     roofline_tokens_per_s = batch * bandwidth / decode_bytes(model)
     print(
         f"{args.model}, {len(prompts)} prompts (median {statistics.median(map(len, prompts))} "
@@ -252,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     print(
         f"decode {decode_tokens_per_s:.1f} tokens/s; roofline {roofline_tokens_per_s:.1f} "
         f"(batch {batch} x {bandwidth / 1e9:.1f} GB/s copy / {decode_bytes(model) / 1e6:.0f} MB "
-        f"of weights per step): {decode_tokens_per_s / roofline_tokens_per_s:.2f} of it"
+        f"of weights per step): {decode_tokens_per_s / roofline_tokens_per_s:.2f} of it; "
+        f"not prepacked {plain_decode_tokens_per_s:.1f} tokens/s = "
+        f"{plain_decode_tokens_per_s / roofline_tokens_per_s:.2f}"
     )
     result = {
         "bench": "bench_generate",
@@ -265,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "prompt_seconds": prompt_s,
         "decode_tokens_per_s": decode_tokens_per_s,
+        "decode_tokens_per_s_not_prepacked": plain_decode_tokens_per_s,
         "copy_bandwidth_bytes_per_s": bandwidth,
         "decode_weight_bytes": decode_bytes(model),
         "roofline_tokens_per_s": roofline_tokens_per_s,

@@ -12,6 +12,7 @@ import torch
 from lit_sft.checkpoints import load_weights
 from lit_sft.generation import (
     DONE_CHECK_EVERY,
+    DROP_DONE_SHARE,
     attention_mask,
     decode_steps,
     generate,
@@ -268,13 +269,13 @@ def fed_rows(model: GPT, run: Callable[[], object]) -> list[int]:
 
 
 def staggered_eos(model: GPT, prompts: list[list[int]]) -> tuple[int, list[int]]:
-    """An end-of-text id that ends a quarter or more of the answers, not all, by the first check;
-    and each answer's length with it (20 new tokens at most: the longest prompt's room)."""
+    """An end-of-text id that ends DROP_DONE_SHARE or more of the answers, not all, by the first
+    check; and each answer's length with it (20 new tokens at most: the longest prompt's room)."""
     free = generate(model, prompts, max_new_tokens=20, eos_id=NEVER)
     for eos in range(model.config.vocab_size):
         lengths = [a.index(eos) if eos in a else 20 for a in free]
         ended = sum(n < DONE_CHECK_EVERY for n in lengths)
-        if 4 * ended >= len(prompts) and max(lengths) > DONE_CHECK_EVERY + 1:
+        if ended >= DROP_DONE_SHARE * len(prompts) and max(lengths) > DONE_CHECK_EVERY + 1:
             return eos, lengths
     raise AssertionError("no token ends the answers at staggered steps")
 
@@ -295,9 +296,9 @@ def test_done_answers_leave_the_batch_and_the_others_are_unchanged(model: GPT) -
 
 def test_a_few_done_answers_stay_in_the_batch(model: GPT) -> None:
     eos, lengths = staggered_eos(model, MIXED)
-    # With three more prompts that run long, the done ones are under a quarter of the batch.
+    # With more prompts that run long, the done ones are under DROP_DONE_SHARE of the batch.
     prompts = MIXED + [MIXED[lengths.index(max(lengths))]] * 3 * len(MIXED)
     ended = sum(n < DONE_CHECK_EVERY for n in lengths)
-    assert 4 * ended < len(prompts)
+    assert ended < DROP_DONE_SHARE * len(prompts)
     rows = fed_rows(model, lambda: generate(model, prompts, max_new_tokens=20, eos_id=eos))
     assert rows[DONE_CHECK_EVERY] == len(prompts)
