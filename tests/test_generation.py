@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -294,11 +295,14 @@ def test_done_answers_leave_the_batch_and_the_others_are_unchanged(model: GPT) -
     assert answers == alone == uncached
 
 
-def test_a_few_done_answers_stay_in_the_batch(model: GPT) -> None:
+def test_done_answers_leave_from_exactly_drop_done_share_of_the_batch(model: GPT) -> None:
     eos, lengths = staggered_eos(model, MIXED)
-    # With more prompts that run long, the done ones are under DROP_DONE_SHARE of the batch.
-    prompts = MIXED + [MIXED[lengths.index(max(lengths))]] * 3 * len(MIXED)
     ended = sum(n < DONE_CHECK_EVERY for n in lengths)
-    assert ended < DROP_DONE_SHARE * len(prompts)
-    rows = fed_rows(model, lambda: generate(model, prompts, max_new_tokens=20, eos_id=eos))
-    assert rows[DONE_CHECK_EVERY] == len(prompts)
+    longest = MIXED[lengths.index(max(lengths))]
+    # Padded with prompts that run long: the done answers at exactly the share, then just under.
+    at_share = round(ended / DROP_DONE_SHARE)
+    for size, drops in ((at_share, True), (at_share + 1, False)):
+        prompts = MIXED + [longest] * (size - len(MIXED))
+        assert (ended >= DROP_DONE_SHARE * size) is drops
+        rows = fed_rows(model, partial(generate, model, prompts, max_new_tokens=20, eos_id=eos))
+        assert rows[DONE_CHECK_EVERY] == (size - ended if drops else size)
