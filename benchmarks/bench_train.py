@@ -35,6 +35,7 @@ from torch import Tensor
 
 from lit_sft.allocator import keep_freed_memory
 from lit_sft.checkpoints import load_weights
+from lit_sft.data.packing import pack_batch
 from lit_sft.data.sft import InstructionDataModule
 from lit_sft.lora import LoRAConfig, add_adapters, trainable_parameters
 from lit_sft.tokenizer import IGNORE_INDEX
@@ -64,6 +65,7 @@ class Spec:
     threads: int | None = None
     profile: bool = False
     compile: bool = False
+    packing: bool = False
     lr: float = 5e-5
     weight_decay: float = 0.1
 
@@ -125,6 +127,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lightning", action="store_true", help="also time the full Trainer")
     parser.add_argument(
         "--compile", action="store_true", help="also time lit_sft with module.compile=true"
+    )
+    parser.add_argument(
+        "--packing", action="store_true", help="also time lit_sft with data.packing=true"
     )
     parser.add_argument("--profile", action="store_true", help="profile one extra step per side")
     parser.add_argument("--ref-dir", default=str(SHARED / "bench" / "ref"))
@@ -296,6 +301,14 @@ def book_side(spec: Spec) -> dict[str, Any]:
     return result
 
 
+def example_lengths(batch: dict[str, Tensor]) -> list[int]:
+    """Each row's entry length in a padded batch: through its last counted target (its first
+    end-of-text)."""
+    counted = batch["targets"] != IGNORE_INDEX
+    last = torch.arange(counted.shape[1]).expand_as(counted).masked_fill(~counted, -1)
+    return [max(int(n) + 1, 1) for n in last.max(dim=1).values]
+
+
 def lit_datamodule(spec: Spec) -> InstructionDataModule:
     """lit_sft's DataModule on the same file, split, batch size and masking as the book."""
     datamodule = InstructionDataModule(
@@ -332,6 +345,9 @@ def lit_side(spec: Spec, lora: LoRAConfig | None = None) -> dict[str, Any]:
 
     def step(batch: dict[str, Tensor], mark: Callable[[], None]) -> Tensor:
         # The step function InstructionModule.training_step calls, with its arguments.
+        if spec.packing:
+            # As `data.packing=true`'s collate packs it, here inside the timed step.
+            batch = pack_batch(batch, example_lengths(batch), spec.config["context_length"])
         tokens = (batch["targets"] != IGNORE_INDEX).sum().float().clamp(min=1)
         loss_sum = sft_step(
             module.model,
@@ -343,7 +359,7 @@ def lit_side(spec: Spec, lora: LoRAConfig | None = None) -> dict[str, Any]:
         )
         return loss_sum / tokens
 
-    name = "compiled" if spec.compile else "lit_sft"
+    name = "compiled" if spec.compile else "packed" if spec.packing else "lit_sft"
     run = Run(name if lora is None else f"lora r{lora.rank}", peak_rss_mib=vm_hwm_mib())
     result = measured(
         run,
@@ -489,12 +505,14 @@ def print_table(label: str, summaries: dict[str, dict[str, Any]]) -> None:
 
 
 def run_sides(
-    spec: Spec, lightning: bool, rounds: int, compiled: bool = False
+    spec: Spec, lightning: bool, rounds: int, compiled: bool = False, packed: bool = False
 ) -> dict[str, list[dict[str, Any]]]:
     """Each side in its own process, in turn, `rounds` times (never two at once on 2 cores)."""
     sides = {"book": (book_side, spec), "lit_sft": (lit_side, spec)}
     if compiled:
         sides["compiled"] = (lit_side, replace(spec, compile=True))
+    if packed:
+        sides["packed"] = (lit_side, replace(spec, packing=True))
     if lightning:
         sides["lightning"] = (lightning_side, spec)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
@@ -523,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             threads=args.threads,
             profile=args.profile,
         )
-        runs = run_sides(spec, args.lightning, args.rounds, args.compile)
+        runs = run_sides(spec, args.lightning, args.rounds, args.compile, args.packing)
     summaries = {side: summarize(run, args.warmup) for side, run in runs.items()}
     checks = {side: compare(runs["book"], run) for side, run in runs.items() if side != "book"}
     label = (

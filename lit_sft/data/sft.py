@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,6 +16,7 @@ from tqdm import tqdm
 from lit_sft import prompts
 from lit_sft.data.entries import Entry, check_split_sizes, load_entries, split_entries
 from lit_sft.data.loaders import LengthGroupedBatchSampler, ResumableDataLoader
+from lit_sft.data.packing import PackedCollate
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.errors import InvalidInput
 from lit_sft.hub import is_remote, local_copy
@@ -109,6 +110,7 @@ class InstructionDataModule(L.LightningDataModule):
         test_fraction: float = 0.10,
         shuffle: bool = True,
         group_by_length: bool = False,
+        packing: bool = False,
         num_workers: int = 0,
         seed: int = 123,
         synthetic_size: int = 2000,
@@ -121,6 +123,8 @@ class InstructionDataModule(L.LightningDataModule):
         Train entries longer than `allowed_max_length` are truncated (the book) or, with
         `overlength="drop"`, left out; `max_train_entries` keeps the first N train entries.
         `group_by_length`: shuffled train batches of similar lengths (`LengthGroupedBatchSampler`).
+        `packing`: each train batch's examples packed into rows of up to `allowed_max_length`
+        positions (`lit_sft.data.packing`): the same examples per step, no padding computed.
         """
         super().__init__()
         if overlength not in OVERLENGTH:
@@ -139,6 +143,7 @@ class InstructionDataModule(L.LightningDataModule):
         self.fractions = (train_fraction, test_fraction)
         self.shuffle = shuffle
         self.group_by_length = group_by_length
+        self.packing = packing
         self.num_workers = num_workers
         self.seed = seed
         self.synthetic_size = synthetic_size
@@ -238,6 +243,10 @@ class InstructionDataModule(L.LightningDataModule):
             allowed_max_length=self.allowed_max_length,
         )
 
+    def train_collate(self) -> Callable[[Sequence[EncodedEntry]], dict[str, Tensor]]:
+        collate = self.collate()
+        return PackedCollate(collate, self.allowed_max_length) if self.packing else collate
+
     def train_dataloader(self) -> DataLoader:
         if self.group_by_length:
             return self._length_grouped_loader()
@@ -248,7 +257,7 @@ class InstructionDataModule(L.LightningDataModule):
             sampler=sampler,
             shuffle=self.shuffle if sampler is None else None,
             drop_last=True,
-            collate_fn=self.collate(),
+            collate_fn=self.train_collate(),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
         )
@@ -264,7 +273,7 @@ class InstructionDataModule(L.LightningDataModule):
         return ResumableDataLoader(
             self.encoded["train"],
             batch_sampler=LengthGroupedBatchSampler(lengths, self.batch_size, generator),
-            collate_fn=self.collate(),
+            collate_fn=self.train_collate(),
             num_workers=self.num_workers,
             generator=generator,
         )

@@ -21,9 +21,13 @@ from lit_sft.tokenizer import IGNORE_INDEX
 Batch = dict[str, Tensor]
 
 
-def token_losses(model: GPT, input_ids: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Cross-entropy of every non-ignored target (N,), and where those targets are (B, T)."""
-    hidden = model.hidden_states(input_ids)
+def token_losses(
+    model: GPT, input_ids: Tensor, targets: Tensor, **context: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Cross-entropy of every non-ignored target (N,), and where those targets are (B, T).
+
+    `context`: a packed batch's `positions` and `attn_mask` (`lit_sft.data.packing`)."""
+    hidden = model.hidden_states(input_ids, **context)
     keep = targets != IGNORE_INDEX
     # The output head is the single largest matrix product; run it on the counted positions only.
     logits = model.out_head(hidden[keep])
@@ -40,12 +44,18 @@ def micro_batches(batch: Batch, size: int | None) -> list[Batch]:
         counted = (chunk["targets"] != IGNORE_INDEX).any(dim=0).nonzero()
         # Later columns hold only padding, which no earlier position attends to (causal).
         width = int(counted.max()) + 1 if len(counted) else 1
-        chunk["input_ids"], chunk["targets"] = (
-            chunk["input_ids"][:, :width],
-            chunk["targets"][:, :width],
-        )
+        for key in ("input_ids", "targets", "positions"):
+            if key in chunk:
+                chunk[key] = chunk[key][:, :width]
+        if "attn_mask" in chunk:
+            chunk["attn_mask"] = chunk["attn_mask"][:, :, :width, :width]
         chunks.append(chunk)
     return chunks
+
+
+def packing(batch: Batch) -> dict[str, Tensor]:
+    """The `positions` and `attn_mask` of a packed batch; nothing for a padded one."""
+    return {key: batch[key] for key in ("positions", "attn_mask") if key in batch}
 
 
 def backward_token_mean(
@@ -63,7 +73,7 @@ def backward_token_mean(
     """
     loss_sum = torch.zeros((), device=batch["input_ids"].device)
     for chunk in micro_batches(batch, micro_batch_size):
-        losses, _ = token_losses(model, chunk["input_ids"], chunk["targets"])
+        losses, _ = token_losses(model, chunk["input_ids"], chunk["targets"], **packing(chunk))
         backward(losses.sum() * scale)
         loss_sum += losses.detach().sum()
     return loss_sum
