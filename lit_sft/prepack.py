@@ -45,6 +45,7 @@ class PrepackedForward:
 
 
 def is_prepacked(linear: nn.Module) -> bool:
+    """Whether `linear` runs through a prepacked weight now (inside `prepacked_linears`)."""
     return isinstance(vars(linear).get("forward"), PrepackedForward)
 
 
