@@ -61,8 +61,8 @@ def encoded_batches(
     path.write_text(json.dumps(entries))
     dm = InstructionDataModule(str(path), batch_size=6, **options)
     dm.setup("fit")
-    train = dm.encoded["train"]
-    return dm, [train[i : i + 6] for i in range(0, 18, 6)]
+    encoded = dm.encoded["train"]
+    return dm, [encoded[i : i + 6] for i in range(0, 18, 6)]
 
 
 def tiny_gpt() -> GPT:
