@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-import train as train_module
+import lit_sft.cli.train as train_module
 from lit_sft.allocator import keep_freed_memory
 
 # Fills and frees a 68 MB block of glibc's malloc (where torch's CPU tensors come from), then

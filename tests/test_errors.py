@@ -19,7 +19,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from lit_sft.checkpoints import export_hf
-from lit_sft.errors import InvalidInput, one_line, run_cli, user_error_in
+from lit_sft.cli.errors import run_cli
+from lit_sft.errors import InvalidInput, one_line, user_error_in
 from lit_sft.model import GPT, GPTConfig
 from tests.helpers.config import REPO, TINY_RUN, compose_config
 
@@ -205,7 +206,13 @@ def test_a_bug_keeps_its_traceback(tmp_path: Path) -> None:
     assert result.stderr.rstrip().endswith("ZeroDivisionError: division by zero")
 
 
-def test_run_cli_passes_bugs_through_and_finds_wrapped_user_errors() -> None:
+def test_run_cli_passes_bugs_through_and_finds_wrapped_user_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # run_cli sets both variables for the processes a run starts: restored after this test, so
+    # that later tests' subprocesses report user errors as one line.
+    monkeypatch.setenv("LIT_SFT_DEBUG", "")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "")
     with pytest.raises(ZeroDivisionError):
         run_cli(lambda: 1 / 0)
     wrapped = RuntimeError("Error in call to target")

@@ -15,14 +15,14 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import GPT2LMHeadModel
 
-from evaluate import evaluate
+from lit_sft.cli.evaluate import evaluate
+from lit_sft.cli.train import train
 from lit_sft.data.entries import split_entries
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.prompts import prompt_style
 from lit_sft.run_dir import RunDir
 from tests.evaluation.test_evaluation import QUICK, eval_config
 from tests.helpers.config import scalars
-from train import train
 
 
 def train_run(tiny_config, *overrides: str) -> tuple[RunDir, dict]:

@@ -137,8 +137,8 @@ def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
 
 
 def test_the_adapter_group_maps_onto_lora_config(tmp_path: Path) -> None:
+    from lit_sft.cli.train import lora_config
     from tests.helpers.config import compose_config
-    from train import lora_config
 
     assert lora_config(compose_config([], tmp_path)) is None  # adapter=none: full finetuning
     assert lora_config(compose_config(["adapter=lora"], tmp_path)) == LoRAConfig(

@@ -87,7 +87,7 @@ def test_overlength_drop_leaves_out_long_train_entries_only(
 
 
 def test_a_run_reports_dropped_entries_in_its_summary(tiny_config, tmp_path: Path) -> None:
-    from train import train
+    from lit_sft.cli.train import train
 
     summary = train(
         tiny_config("data.overlength=drop", "data.allowed_max_length=40", "trainer.max_steps=1")

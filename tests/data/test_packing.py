@@ -9,12 +9,12 @@ import lightning as L
 import pytest
 import torch
 
+from lit_sft.cli.train import train
 from lit_sft.data.packing import PackedCollate, pack_batch, pack_rows
 from lit_sft.data.sft import EncodedEntry, InstructionDataModule, collate_instructions
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.losses import backward_token_mean, micro_batches, packing, token_losses
-from train import train
 
 
 def test_rows_are_filled_first_fit_longest_first() -> None:

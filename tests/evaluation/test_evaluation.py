@@ -19,7 +19,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from transformers import GPT2LMHeadModel
 
-from evaluate import evaluate
+from lit_sft.cli.evaluate import evaluate
+from lit_sft.cli.train import train
 from lit_sft.data.entries import split_entries
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.evaluation import answers as answering
@@ -32,7 +33,6 @@ from lit_sft.report import read_scalar
 from lit_sft.run_dir import RunDir
 from tests.helpers.config import REPO, TINY_RUN, compose_config
 from tests.helpers.llm_server import FakeLLMServer, Reply
-from train import train
 
 SYNTHETIC_SIZE = int(
     next(o for o in TINY_RUN if o.startswith("data.synthetic_size=")).split("=")[1]

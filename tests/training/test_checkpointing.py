@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_sft.cli.train import train
 from lit_sft.run_dir import RunDir
 from lit_sft.training import callbacks
 from lit_sft.training.callbacks import ResumeCheckpoint
-from train import resume_path, train
+from lit_sft.training.fit import resume_path
 
 
 def test_by_time_it_is_due_once_the_interval_has_passed(

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from lit_sft.cli.train import train
 from lit_sft.data.preference import PreferenceDataModule
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.training.losses import sequence_logps
 from tests.helpers.callbacks import read_batch_log
 from tests.helpers.config import TINY_RUN, compose_config, scalars
-from train import train
 
 ARCH = {"vocab_size": 50257, "context_length": 256, "emb_dim": 32, "n_layers": 2, "n_heads": 2}
 DPO_RUN = [

@@ -10,10 +10,10 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
+from lit_sft.cli.train import train
 from lit_sft.export import main as export_main
 from lit_sft.model import GPT, GPTConfig
 from tests.helpers.config import TINY_RUN, compose_config, scalars
-from train import train
 
 # gpt2-tiny narrowed as in TINY_RUN: emb 32, 2 layers; rank 4 on the four default targets.
 CONTEXT = 256
@@ -152,8 +152,8 @@ def test_adapters_only_on_a_full_run_is_one_clear_line(tiny_config, tmp_path: Pa
 
 
 def test_evaluate_and_chat_work_on_a_lora_run_unchanged(lora_run: Path, tmp_path: Path) -> None:
-    from chat import build_chat
-    from evaluate import evaluate
+    from lit_sft.cli.chat import build_chat
+    from lit_sft.cli.evaluate import evaluate
     from tests.evaluation.test_evaluation import eval_config
 
     run_dir = shutil.copytree(lora_run, tmp_path / "run")

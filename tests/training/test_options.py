@@ -13,11 +13,11 @@ from safetensors.torch import load_file, save_file
 from torch._dynamo.utils import counters
 
 from lit_sft.checkpoints import export_hf, load_weights
+from lit_sft.cli.train import train
 from lit_sft.model import GPT, GPTConfig
 from tests.helpers.config import scalars
 from tests.helpers.gpt2 import randomize
 from tests.helpers.hub_server import HubServer
-from train import train
 
 # lr 0: AdamW's step (decoupled weight decay included) leaves every weight as it was loaded.
 FROZEN = ("module.lr=0.0", "trainer.max_steps=1", "trainer.val_check_interval=1")

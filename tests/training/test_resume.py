@@ -20,9 +20,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lit_sft.cli.train import train
 from tests.helpers.callbacks import read_batch_log
 from tests.helpers.config import REPO, TINY_RUN, compose_config
-from train import train
 
 # 100 synthetic entries: 10 shuffled train batches of 8 per epoch, so 14 steps cross an epoch.
 RUN = [

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from lit_sft.cli.train import train
 from lit_sft.data.sft import EncodedEntry, collate_instructions
 from lit_sft.training.sft import InstructionModule
-from train import train
 
 NORMS: list[float] = []
 LRS: list[float] = []

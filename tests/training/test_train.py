@@ -13,10 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lit_sft.checkpoints import load_weights
+from lit_sft.cli.train import train
 from lit_sft.model import GPT, GPTConfig
 from tests.helpers.callbacks import read_batch_log
 from tests.helpers.config import scalars
-from train import train
 
 
 def logged_hparams(run_dir: Path) -> dict[str, object]:
