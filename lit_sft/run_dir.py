@@ -4,7 +4,7 @@
 <run>/.hydra/config.yaml        the composed config (what evaluate, chat and resume rebuild from)
 <run>/.hydra/overrides.yaml     the command-line overrides (what a sweep report compares)
 <run>/summary.json              training's final metrics and costs
-<run>/tb/                       TensorBoard events (csv/, wandb/: the other loggers' files)
+<run>/tb/                       TensorBoard events; csv/ the CSV logger's (wandb/: wandb's files)
 <run>/loggers.json              how evaluate reopens each logger's run (wandb id, MLflow run id)
 <run>/samples.jsonl             the sample answers of the validations
 <run>/checkpoints/last.ckpt     the resumable checkpoint (last-interrupted.ckpt: where a run was
@@ -38,6 +38,7 @@ class RunDir:
         self.overrides = self.path / ".hydra" / "overrides.yaml"
         self.summary = self.path / "summary.json"
         self.tb = self.path / "tb"
+        self.csv = self.path / "csv"
         self.loggers = self.path / "loggers.json"
         self.samples = self.path / "samples.jsonl"
         self.checkpoints = self.path / "checkpoints"

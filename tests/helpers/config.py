@@ -9,6 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import lit_sft.cli  # noqa: F401  (registers ${run_path:...}, as the entry points do)
+
 REPO = Path(__file__).resolve().parents[2]
 # LIT_SFT_SHARED: where the book data lives when the tests run from a copy (mutmut's mutants/).
 SHARED = Path(os.environ.get("LIT_SFT_SHARED", REPO.parent / "shared"))
