@@ -23,15 +23,11 @@ from lit_sft.lora import trainable_parameters
 from lit_sft.prompts import SamplePrompt
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX, Tokenizer
-from lit_sft.training.dpo import METRICS as DPO_METRICS
 
-SUMMARY_METRICS = {
-    "train_loss": "train/loss",
-    "val_loss": "val/loss",
-    "val_response_loss": "val/response_loss",
-    # DPO's, beside its val/loss
-    **{f"val_{name.replace('/', '_')}": f"val/{name}" for name in DPO_METRICS[1:]},
-}
+
+def summary_metrics(pl_module: L.LightningModule) -> dict[str, str]:
+    """summary.json's keys for a method's final metrics, and the logged names they come from."""
+    return getattr(pl_module, "summary_metrics", {"train_loss": "train/loss"})
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -106,7 +102,11 @@ class RunSummary(L.Callback):
         return {
             "status": "finished",
             **self.hparams,
-            **{key: float(metrics[tag]) for key, tag in SUMMARY_METRICS.items() if tag in metrics},
+            **{
+                key: float(metrics[tag])
+                for key, tag in summary_metrics(pl_module).items()
+                if tag in metrics
+            },
             "steps": trainer.global_step,
             "epochs": trainer.current_epoch,
             "tokens": self.tokens,
@@ -127,7 +127,8 @@ class RunSummary(L.Callback):
         summary = self.result = self.summary(trainer, pl_module)
         if trainer.is_global_zero:
             write_json_atomic(self.run_dir.summary, summary)
-            final = {f"hparams/{key}": summary[key] for key in SUMMARY_METRICS if key in summary}
+            keys = summary_metrics(pl_module)
+            final = {f"hparams/{key}": summary[key] for key in keys if key in summary}
             log_final(trainer.loggers, self.hparams, final, trainer.global_step)
         return summary
 

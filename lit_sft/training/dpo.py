@@ -16,8 +16,8 @@ from lit_sft.files import write_json_atomic
 from lit_sft.lora import disable_adapters, has_adapters
 from lit_sft.model import GPT
 from lit_sft.run_dir import RunDir, read_json
-from lit_sft.training.losses import Batch, PreferenceLosses, dpo_loss, micro_batches, sequence_logps
-from lit_sft.training.sft import InstructionModule
+from lit_sft.training.base import TrainingModule
+from lit_sft.training.losses import Batch, PreferenceLosses, dpo_loss, sequence_logps
 
 LOGP_REDUCTIONS = ("sum", "mean")
 # Logged as `train/<name>` and `val/<name>`: means over the pairs of a step or a validation.
@@ -60,8 +60,12 @@ def check_options(logp: str, label_smoothing: float) -> None:
         raise InvalidInput(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
 
 
-class DPOModule(InstructionModule):
+class DPOModule(TrainingModule):
     """Direct Preference Optimization of GPT-2 with AdamW (defaults: the book's recipe)."""
+
+    metrics = METRICS
+    val_metrics = METRICS
+    rows_per_example = 2  # a pair's chosen and rejected rows, never split
 
     def __init__(
         self,
@@ -76,7 +80,7 @@ class DPOModule(InstructionModule):
     ) -> None:  # pragma: no mutate block (save_hyperparameters reads the `__init__` frames)
         """`logp`: a response's log-probability summed over its tokens (DPO, TRL) or their mean
         (the book); `precompute_reference`: reference log-probabilities computed once, kept in
-        the run folder. `optimization`: InstructionModule's other options."""
+        the run folder. `optimization`: TrainingModule's other options."""
         check_options(logp, label_smoothing)
         super().__init__(model_config, lr=lr, weight_decay=weight_decay, **optimization)
         # The frozen copy lives outside the module: not trained, not in checkpoints.
@@ -177,56 +181,14 @@ class DPOModule(InstructionModule):
         )
         return out, policy
 
-    def backward_pair_mean(
-        self,
-        batch: Batch,
-        scale: Tensor | float,
-        split: str | None = None,
-        backward: Callable[[Tensor], None] = Tensor.backward,
-    ) -> Tensor:
-        """Accumulates the gradient of `scale` x the summed pair losses, one micro-batch at a time;
-        returns the (detached) sums of METRICS."""
-        size = self.hparams.micro_batch_size
-        sums = torch.zeros(len(METRICS), device=batch["input_ids"].device)
-        for chunk in micro_batches(batch, 2 * size if size else None):
-            out, policy = self.preference_losses(chunk, split)
-            backward(out.losses.sum() * scale)
-            sums += pair_metric_sums(out, policy)
-        return sums
+    def batch_weight(self, batch: Batch) -> Tensor:
+        return torch.tensor(batch["input_ids"].shape[0] // 2, device=batch["input_ids"].device)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        strategy = self.trainer.strategy
-        pairs = strategy.reduce(
-            torch.tensor(batch["input_ids"].shape[0] / 2, device=self.device), reduce_op="sum"
-        )
-        optimizer.zero_grad()
-        # DDP averages gradients over ranks: world_size / global pairs makes it the mean pair loss.
-        scale = self.trainer.world_size / pairs
-        sums = self.backward_pair_mean(batch, scale, "train", self.manual_backward)
-        self._clip_gradients()
-        optimizer.step()
-        scheduler.step()
-        means = strategy.reduce(sums, reduce_op="sum") / pairs
-        self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
-        self._log_metrics("train", means, prog_bar=True)
-        self.log("train/tokens_seen", float(self.tokens_seen))
-        self.log("train/lr", scheduler.get_last_lr()[0])
-        return means[0]
+    def train_sums(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        out, policy = self.preference_losses(batch, "train")
+        return out.losses.sum(), pair_metric_sums(out, policy)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def val_sums(self, batch: Batch) -> tuple[Tensor, Tensor]:
         out, policy = self.preference_losses(batch, "val")
-        self.val_totals += torch.cat(
-            [pair_metric_sums(out, policy), torch.ones(1, device=self.device) * len(out.losses)]
-        )
-
-    def on_validation_epoch_start(self) -> None:
-        self.val_totals = torch.zeros(len(METRICS) + 1, dtype=torch.float64, device=self.device)
-
-    def on_validation_epoch_end(self) -> None:
-        totals = self.trainer.strategy.reduce(self.val_totals, reduce_op="sum")
-        self._log_metrics("val", totals[:-1] / totals[-1].clamp(min=1))
-
-    def _log_metrics(self, split: str, means: Tensor, prog_bar: bool = False) -> None:
-        for name, value in zip(METRICS, means, strict=True):
-            self.log(f"{split}/{name}", value.float(), prog_bar=prog_bar and name == "loss")
+        sums = pair_metric_sums(out, policy)
+        return sums, torch.full_like(sums, len(out.losses))

@@ -1,14 +1,10 @@
-"""Losses: token cross-entropy where every token weighs the same (SFT); the DPO loss of pairs.
+"""Pure losses: token cross-entropy (SFT), sequence log-probabilities and the DPO loss of pairs.
 
-Worked example: a batch of two rows with 3 and 1 counted targets, losses [1, 2, 3] and [6], has a
-token mean of (1 + 2 + 3 + 6) / 4 = 3. Split into two micro-batches of one row each, the per-row
-means 2 and 6 would average to 4; `backward_token_mean` scales each by 1 / 4 instead, so its
-gradient is that of 3, whatever the split.
+How a step weights them (every target token or pair the same) is `lit_sft.training.steps`'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,76 +28,6 @@ def token_losses(
     # The output head is the single largest matrix product; run it on the counted positions only.
     logits = model.out_head(hidden[keep])
     return F.cross_entropy(logits.float(), targets[keep], reduction="none"), keep
-
-
-def micro_batches(batch: Batch, size: int | None) -> list[Batch]:
-    """`batch` cut into chunks of `size` rows, each without its all-padding trailing columns."""
-    rows = batch["input_ids"].shape[0]
-    size = size or rows
-    chunks = []
-    for start in range(0, rows, size):
-        chunk = {key: value[start : start + size] for key, value in batch.items()}
-        counted = (chunk["targets"] != IGNORE_INDEX).any(dim=0).nonzero()
-        # Later columns hold only padding, which no earlier position attends to (causal).
-        width = int(counted.max()) + 1 if len(counted) else 1
-        for key in ("input_ids", "targets", "positions"):
-            if key in chunk:
-                chunk[key] = chunk[key][:, :width]
-        if "attn_mask" in chunk:
-            chunk["attn_mask"] = chunk["attn_mask"][:, :, :width, :width]
-        chunks.append(chunk)
-    return chunks
-
-
-def packing(batch: Batch) -> dict[str, Tensor]:
-    """The `positions` and `attn_mask` of a packed batch; nothing for a padded one."""
-    return {key: batch[key] for key in ("positions", "attn_mask") if key in batch}
-
-
-def backward_token_mean(
-    model: GPT,
-    batch: Batch,
-    micro_batch_size: int | None,
-    scale: Tensor | float,
-    backward: Callable[[Tensor], None] = Tensor.backward,
-) -> Tensor:
-    """Accumulates the gradient of `scale` x the summed token losses, one micro-batch at a time.
-
-    With `scale` = 1 / (target tokens of the whole batch) every token weighs the same whatever
-    micro-batch it lands in; averaging per-micro-batch means would over-weight short batches.
-    Returns the (detached) summed loss.
-    """
-    loss_sum = torch.zeros((), device=batch["input_ids"].device)
-    for chunk in micro_batches(batch, micro_batch_size):
-        losses, _ = token_losses(model, chunk["input_ids"], chunk["targets"], **packing(chunk))
-        backward(losses.sum() * scale)
-        loss_sum += losses.detach().sum()
-    return loss_sum
-
-
-def sft_step(
-    model: GPT,
-    optimizer: torch.optim.Optimizer,
-    batch: Batch,
-    *,
-    scale: Tensor | float,
-    micro_batch_size: int | None = None,
-    backward: Callable[[Tensor], None] = Tensor.backward,
-    before_step: Callable[[], None] | None = None,
-    take_step: bool = True,
-) -> Tensor:
-    """One optimizer step on `batch`: zero the gradients, accumulate them, step; the summed loss.
-
-    `before_step` runs between the backward passes and the step (gradient clipping);
-    `take_step=False` skips the step (a global batch without any target token).
-    """
-    optimizer.zero_grad()
-    loss_sum = backward_token_mean(model, batch, micro_batch_size, scale, backward)
-    if take_step:
-        if before_step is not None:
-            before_step()
-        optimizer.step()
-    return loss_sum
 
 
 def sequence_logps(model: GPT, input_ids: Tensor, targets: Tensor, mean: bool = False) -> Tensor:

@@ -14,7 +14,8 @@ from lit_sft.data.packing import PackedCollate, pack_batch, pack_rows
 from lit_sft.data.sft import EncodedEntry, InstructionDataModule, collate_instructions
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import IGNORE_INDEX
-from lit_sft.training.losses import backward_token_mean, micro_batches, packing, token_losses
+from lit_sft.training.losses import token_losses
+from lit_sft.training.steps import backward_token_mean, micro_batches, packing
 
 
 def test_rows_are_filled_first_fit_longest_first() -> None:

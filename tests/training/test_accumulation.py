@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from lit_sft.data.sft import EncodedEntry, collate_instructions
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import IGNORE_INDEX
-from lit_sft.training.losses import backward_token_mean, micro_batches, sft_step
+from lit_sft.training.steps import backward_token_mean, micro_batches, sft_step
 
 CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
 

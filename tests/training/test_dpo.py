@@ -133,7 +133,7 @@ def test_mean_sequence_logps_of_one_target_and_of_none() -> None:
 def gradients(module: DPOModule, batch: dict, micro_batch_size: int | None) -> list[torch.Tensor]:
     module.hparams.micro_batch_size = micro_batch_size
     module.model.zero_grad()
-    module.backward_pair_mean(batch, 1 / (batch["input_ids"].shape[0] // 2))
+    module.backward_sums(batch, 1 / (batch["input_ids"].shape[0] // 2))
     return [p.grad.clone() for p in module.model.parameters()]
 
 
@@ -265,9 +265,7 @@ def test_precomputed_reference_rows_feed_each_micro_batch_loss() -> None:
     batch = collate_preferences([TABLE_PAIRS[1], TABLE_PAIRS[0]], pad_id=1)  # rows by pair_index
     losses, expected = hand_metrics([1, 0])
     backwards: list[float] = []
-    sums = module.backward_pair_mean(
-        batch, 0.5, "train", lambda loss: backwards.append(loss.item())
-    )
+    sums = module.backward_sums(batch, 0.5, lambda loss: backwards.append(loss.item()))
     assert backwards == pytest.approx([0.5 * loss for loss in losses], abs=1e-6)
     assert sums.tolist() == pytest.approx(expected, abs=1e-5)
     with pytest.raises(RuntimeError, match="the reference model was released after precomputing"):
