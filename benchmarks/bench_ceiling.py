@@ -53,8 +53,8 @@ from lit_sft.allocator import keep_freed_memory
 from lit_sft.generation import generate
 from lit_sft.model import GPTConfig
 from lit_sft.prepack import PrepackedForward, can_prepack
-from lit_sft.training.losses import sft_step
 from lit_sft.training.sft import InstructionModule
+from lit_sft.training.steps import sft_step
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -26,8 +26,8 @@ import torch
 from benchmarks.bench_generate import model_config
 from benchmarks.bench_train import in_child, vm_hwm_mib
 from lit_sft.allocator import keep_freed_memory
-from lit_sft.training.losses import sft_step
 from lit_sft.training.sft import InstructionModule
+from lit_sft.training.steps import sft_step
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

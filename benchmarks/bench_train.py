@@ -39,8 +39,8 @@ from lit_sft.data.packing import pack_batch
 from lit_sft.data.sft import InstructionDataModule
 from lit_sft.lora import LoRAConfig, add_adapters, trainable_parameters
 from lit_sft.tokenizer import IGNORE_INDEX
-from lit_sft.training.losses import sft_step
 from lit_sft.training.sft import InstructionModule
+from lit_sft.training.steps import sft_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -344,7 +344,7 @@ def lit_side(spec: Spec, lora: LoRAConfig | None = None) -> dict[str, Any]:
     optimizer = module.configure_optimizers()["optimizer"]
 
     def step(batch: dict[str, Tensor], mark: Callable[[], None]) -> Tensor:
-        # The step function InstructionModule.training_step calls, with its arguments.
+        # What SFTModule.training_step does at accumulate_grad_batches=1, with its arguments.
         if spec.packing:
             # As `data.packing=true`'s collate packs it, here inside the timed step.
             batch = pack_batch(batch, example_lengths(batch), spec.config["context_length"])
