@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from lit_sft.data.encoding import EncodedEntry
 from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX
-
-if TYPE_CHECKING:
-    from lit_sft.data.sft import EncodedEntry
 
 
 def pack_rows(lengths: Sequence[int], row_length: int) -> list[list[int]]:

@@ -10,10 +10,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lit_sft.data.base import BaseDataModule
+from lit_sft.data.encoding import EncodedEntry, collate_instructions
 from lit_sft.data.entries import Entry, load_entries
-from lit_sft.data.sft import EncodedEntry, InstructionDataModule, collate_instructions
 from lit_sft.data.synthetic import synthetic_entries
-from lit_sft.prompts import PromptStyle, SamplePrompt
+from lit_sft.prompts import PromptStyle
 from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX, Tokenizer
 
 PREFERENCE_FIELDS = ("instruction", "input", "chosen", "rejected")
@@ -82,15 +83,51 @@ def collate_preferences(
     return collated
 
 
-class PreferenceDataModule(InstructionDataModule):
+class PreferenceDataModule(BaseDataModule):
     """Loads, splits, encodes and batches a preference dataset in one prompt style.
 
-    Validation, errors and the train/test/validation split are those of instruction data;
+    Its items are pairs (`EncodedPair`), batched as interleaved rows (`collate_preferences`);
+    validation, errors and the train/test/validation split are those of instruction data;
     `path=None` takes the synthetic set's pairs.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, mask_instructions=True, **kwargs)
+    # A sample answer is compared with the chosen one.
+    reference_field = "chosen"
+
+    def __init__(
+        self,
+        path: str | None = BOOK_PREFERENCE_URL,
+        prompt_style: str = "alpaca",
+        batch_size: int = 8,
+        allowed_max_length: int = 1024,
+        train_fraction: float = 0.85,
+        test_fraction: float = 0.10,
+        shuffle: bool = True,
+        group_by_length: bool = False,
+        num_workers: int = 0,
+        seed: int = 123,
+        synthetic_size: int = 2000,
+        cache_dir: str | None = None,
+        overlength: str = "truncate",
+        max_train_entries: int | None = None,
+    ) -> None:
+        """Options as `BaseDataModule`'s; prompts are always masked, pairs never packed."""
+        super().__init__(
+            path,
+            prompt_style=prompt_style,
+            batch_size=batch_size,
+            allowed_max_length=allowed_max_length,
+            train_fraction=train_fraction,
+            test_fraction=test_fraction,
+            shuffle=shuffle,
+            group_by_length=group_by_length,
+            num_workers=num_workers,
+            seed=seed,
+            synthetic_size=synthetic_size,
+            cache_dir=cache_dir,
+            overlength=overlength,
+            max_train_entries=max_train_entries,
+        )
 
     def entries(self) -> list[Entry]:
         entries = (
@@ -103,12 +140,6 @@ class PreferenceDataModule(InstructionDataModule):
 
     def encode(self, entries: Sequence[Entry]) -> list[EncodedPair]:
         return [encode_pair(i, e, self.style, self.tokenizer) for i, e in enumerate(entries)]
-
-    def sample_prompt(self) -> SamplePrompt | None:
-        sample = super().sample_prompt()
-        if sample is None:
-            return None
-        return SamplePrompt(sample.text, sample.tokens, self.splits["val"][0]["chosen"])
 
     def collate(self) -> partial:
         return partial(collate_preferences, allowed_max_length=self.allowed_max_length)

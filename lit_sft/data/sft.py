@@ -1,102 +1,24 @@
-"""Instruction (SFT) data: encoding, the padding/masking collate, and the DataModule."""
+"""Instruction (SFT) data: `{instruction, input, output}` entries, padded (or packed) and masked."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 
-import lightning as L
-import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
-
-from lit_sft import prompts
-from lit_sft.data.entries import Entry, check_split_sizes, load_entries, split_entries
-from lit_sft.data.loaders import LengthGroupedBatchSampler, ResumableDataLoader
+from lit_sft.data import encoding
+from lit_sft.data.base import BaseDataModule, Collate
+from lit_sft.data.encoding import EncodedEntry, collate_instructions, encode_entries
+from lit_sft.data.entries import Entry, load_entries
 from lit_sft.data.packing import PackedCollate
 from lit_sft.data.synthetic import synthetic_entries
-from lit_sft.errors import InvalidInput
-from lit_sft.hub import is_remote, local_copy
-from lit_sft.prompts import PromptStyle, SamplePrompt
-from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX, Tokenizer
-
-log = logging.getLogger(__name__)
 
 BOOK_DATA_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/"
     "instruction-data.json"
 )
-OVERLENGTH = ("truncate", "drop")
-# Entries per tiktoken batch: big for its threads, small for a smooth bar (shown past one chunk).
-ENCODE_CHUNK = 4096
 
 
-@dataclass(frozen=True)
-class EncodedEntry:
-    """The token ids of prompt + response; the first `prompt_length` of them are the prompt."""
-
-    tokens: list[int]
-    prompt_length: int
-
-
-def encode_entry(entry: Entry, style: PromptStyle, tokenizer: Tokenizer) -> EncodedEntry:
-    """Prompt and response encoded separately, so the prompt's length (and the mask) is exact."""
-    prompt = tokenizer.encode(style.prompt(entry))
-    return EncodedEntry(prompt + tokenizer.encode(entry["output"]), len(prompt))
-
-
-def encode_entries(
-    entries: Sequence[Entry], style: PromptStyle, tokenizer: Tokenizer, progress: bool = False
-) -> list[EncodedEntry]:
-    """`encode_entry` of each entry, in tiktoken's batch encoding (threads), with a progress bar."""
-    encoded: list[EncodedEntry] = []
-    with tqdm(total=len(entries), desc="encoding", unit="entry", disable=not progress) as bar:
-        for start in range(0, len(entries), ENCODE_CHUNK):
-            chunk = entries[start : start + ENCODE_CHUNK]
-            prompts = tokenizer.encode_batch([style.prompt(e) for e in chunk])
-            outputs = tokenizer.encode_batch([e["output"] for e in chunk])
-            encoded += [EncodedEntry(p + o, len(p)) for p, o in zip(prompts, outputs, strict=True)]
-            bar.update(len(chunk))
-    return encoded
-
-
-def collate_instructions(
-    batch: Sequence[EncodedEntry],
-    *,
-    pad_id: int = END_OF_TEXT,
-    ignore_index: int = IGNORE_INDEX,
-    mask_instructions: bool = False,
-    allowed_max_length: int | None = None,
-) -> dict[str, Tensor]:
-    """A padded batch: `input_ids`, `targets` (shifted by one) and `response_start` per entry.
-
-    Each sequence gets one end-of-text appended and is padded with `pad_id` to the longest; the
-    first end-of-text stays a target (so the model learns to stop), the rest of the padding is
-    `ignore_index`. `response_start[i]` is the first target index of entry i's response.
-    """
-    lengths = torch.tensor([len(item.tokens) for item in batch])
-    padded = torch.full((len(batch), int(lengths.max()) + 1), pad_id, dtype=torch.long)
-    for row, item in enumerate(batch):
-        padded[row, : len(item.tokens)] = torch.tensor(item.tokens)
-    input_ids, targets = padded[:, :-1], padded[:, 1:].clone()
-    positions = torch.arange(targets.shape[1])
-    targets[positions >= lengths.unsqueeze(1)] = ignore_index
-    response_start = torch.tensor([item.prompt_length - 1 for item in batch])
-    if mask_instructions:
-        targets[positions < response_start.unsqueeze(1)] = ignore_index
-    if allowed_max_length is not None:
-        input_ids, targets = input_ids[:, :allowed_max_length], targets[:, :allowed_max_length]
-    return {
-        "input_ids": input_ids.contiguous(),
-        "targets": targets,
-        "response_start": response_start,
-    }
-
-
-class InstructionDataModule(L.LightningDataModule):
+class InstructionDataModule(BaseDataModule):
     """Loads, splits, encodes and batches an instruction dataset in one prompt style."""
 
     def __init__(
@@ -118,122 +40,37 @@ class InstructionDataModule(L.LightningDataModule):
         overlength: str = "truncate",
         max_train_entries: int | None = None,
     ) -> None:
-        """`path`: a JSON/JSONL file or URL; None generates `synthetic_size` synthetic entries.
-
-        Train entries longer than `allowed_max_length` are truncated (the book) or, with
-        `overlength="drop"`, left out; `max_train_entries` keeps the first N train entries.
-        `group_by_length`: shuffled train batches of similar lengths (`LengthGroupedBatchSampler`).
-        `packing`: each train batch's examples packed into rows of up to `allowed_max_length`
-        positions (`lit_sft.data.packing`): the same examples per step, no padding computed.
-        """
-        super().__init__()
-        if overlength not in OVERLENGTH:
-            raise InvalidInput(f"data.overlength={overlength!r}: expected one of {OVERLENGTH}")
-        if max_train_entries is not None and max_train_entries < 1:
-            raise InvalidInput(
-                f"data.max_train_entries={max_train_entries}: expected N >= 1 or null"
-            )
-        self.overlength = overlength
-        self.max_train_entries = max_train_entries
-        self.path = path
-        self.style = prompts.prompt_style(prompt_style)
-        self.batch_size = batch_size
+        """`mask_instructions`: the prompt's targets ignored; `packing`: each train batch's
+        examples packed into rows of up to `allowed_max_length` positions
+        (`lit_sft.data.packing`): the same examples per step, no padding computed. The other
+        options are `BaseDataModule`'s."""
+        super().__init__(
+            path,
+            prompt_style=prompt_style,
+            batch_size=batch_size,
+            allowed_max_length=allowed_max_length,
+            train_fraction=train_fraction,
+            test_fraction=test_fraction,
+            shuffle=shuffle,
+            group_by_length=group_by_length,
+            num_workers=num_workers,
+            seed=seed,
+            synthetic_size=synthetic_size,
+            cache_dir=cache_dir,
+            overlength=overlength,
+            max_train_entries=max_train_entries,
+        )
         self.mask_instructions = mask_instructions
-        self.allowed_max_length = allowed_max_length
-        self.fractions = (train_fraction, test_fraction)
-        self.shuffle = shuffle
-        self.group_by_length = group_by_length
         self.packing = packing
-        self.num_workers = num_workers
-        self.seed = seed
-        self.synthetic_size = synthetic_size
-        self.cache_dir = cache_dir
-        self.tokenizer = Tokenizer()
-        self.splits: dict[str, list[Entry]] = {}
-        self.encoded: dict[str, list[EncodedEntry]] = {}
-        self.truncated: dict[str, int] = {}
-        self.response_cut: dict[str, int] = {}
-        self.dropped: dict[str, int] = {}
-
-    def prepare_data(self) -> None:
-        if self.path is not None and is_remote(self.path):
-            local_copy(self.path, self.cache_dir)
 
     def entries(self) -> list[Entry]:
-        """All entries of the dataset, before the split."""
         if self.path is None:
             return synthetic_entries(self.synthetic_size, seed=self.seed)
         return load_entries(self.path, self.cache_dir)
 
-    def setup(self, stage: str | None = None) -> None:
-        if not self.splits:
-            train, test, val = split_entries(self.entries(), *self.fractions)
-            self.splits = {"train": self._first_train_entries(train), "val": val, "test": test}
-            for name, entries in self.splits.items():
-                self.encoded[name] = self.encode(entries)
-                if name == "train" and self.overlength == "drop":
-                    self._drop_overlength_train()
-                self._count_truncation(name)
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        source = self.path or "the synthetic set"
-        check_split_sizes(self.splits, stage, self.batch_size, world_size, source)
-
     def encode(self, entries: Sequence[Entry]) -> list[EncodedEntry]:
-        """The token ids of `entries` in this DataModule's prompt style."""
-        progress = len(entries) >= ENCODE_CHUNK
+        progress = len(entries) >= encoding.ENCODE_CHUNK
         return encode_entries(entries, self.style, self.tokenizer, progress=progress)
-
-    def _first_train_entries(self, train: list[Entry]) -> list[Entry]:
-        limit = self.max_train_entries
-        if limit is None:
-            return train
-        if limit > len(train):
-            raise InvalidInput(
-                f"data.max_train_entries={limit} but the train split has only {len(train)} "
-                "entries; pass at most that many, or null for all"
-            )
-        return train[:limit]
-
-    def _drop_overlength_train(self) -> None:
-        # Validation and test keep every entry, so their losses and scores compare across choices.
-        keep = [len(e.tokens) <= self.allowed_max_length for e in self.encoded["train"]]
-        self.dropped["train"] = keep.count(False)
-        self.splits["train"] = [e for e, k in zip(self.splits["train"], keep, strict=True) if k]
-        self.encoded["train"] = [e for e, k in zip(self.encoded["train"], keep, strict=True) if k]
-        log.info(
-            "dropped %d train entries longer than allowed_max_length=%d (data.overlength=drop)",
-            self.dropped["train"],
-            self.allowed_max_length,
-        )
-        if not self.encoded["train"]:
-            raise InvalidInput(
-                f"every train entry is longer than data.allowed_max_length="
-                f"{self.allowed_max_length}; raise it or use data.overlength=truncate"
-            )
-
-    def _count_truncation(self, split: str) -> None:
-        encoded, limit = self.encoded[split], self.allowed_max_length
-        self.truncated[split] = sum(len(e.tokens) > limit for e in encoded)
-        # An entry whose prompt fills the limit keeps no response target at all.
-        self.response_cut[split] = sum(e.prompt_length - 1 >= limit for e in encoded)
-        if self.truncated[split]:
-            log.warning(
-                "%d of %d %s entries are longer than allowed_max_length=%d and get truncated "
-                "(%d of them lose their whole response)",
-                self.truncated[split],
-                len(encoded),
-                split,
-                limit,
-                self.response_cut[split],
-            )
-
-    def sample_prompt(self) -> SamplePrompt | None:
-        """The first validation entry's prompt, for a sample answer while training."""
-        if not self.encoded.get("val"):
-            return None
-        entry, encoded = self.splits["val"][0], self.encoded["val"][0]
-        prompt = encoded.tokens[: encoded.prompt_length]
-        return SamplePrompt(self.style.prompt(entry), prompt, entry["output"])
 
     def collate(self) -> partial:
         """The collate function with this DataModule's masking and truncation."""
@@ -243,69 +80,6 @@ class InstructionDataModule(L.LightningDataModule):
             allowed_max_length=self.allowed_max_length,
         )
 
-    def train_collate(self) -> Callable[[Sequence[EncodedEntry]], dict[str, Tensor]]:
+    def train_collate(self) -> Collate:
         collate = self.collate()
         return PackedCollate(collate, self.allowed_max_length) if self.packing else collate
-
-    def train_dataloader(self) -> DataLoader:
-        if self.group_by_length:
-            return self._length_grouped_loader()
-        sampler = self._distributed_sampler()
-        return ResumableDataLoader(
-            self.encoded["train"],
-            batch_size=self.batch_size,
-            sampler=sampler,
-            shuffle=self.shuffle if sampler is None else None,
-            drop_last=True,
-            collate_fn=self.train_collate(),
-            num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def _length_grouped_loader(self) -> DataLoader:
-        if self._distributed_sampler() is not None or not self.shuffle:
-            raise InvalidInput(
-                "data.group_by_length=true needs data.shuffle=true and a single process; "
-                "drop it for data.shuffle=false or a multi-device trainer"
-            )
-        generator = torch.Generator().manual_seed(self.seed)
-        lengths = [min(len(e.tokens), self.allowed_max_length) for e in self.encoded["train"]]
-        return ResumableDataLoader(
-            self.encoded["train"],
-            batch_sampler=LengthGroupedBatchSampler(lengths, self.batch_size, generator),
-            collate_fn=self.train_collate(),
-            num_workers=self.num_workers,
-            generator=generator,
-        )
-
-    def _distributed_sampler(self) -> DistributedSampler | None:
-        # Lightning's own distributed sampler always shuffles the train set; ours keeps
-        # `shuffle=False` meaning file order on any number of processes.
-        trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
-            return None
-        return DistributedSampler(
-            self.encoded["train"],
-            num_replicas=trainer.world_size,
-            rank=trainer.global_rank,
-            shuffle=self.shuffle,
-            seed=self.seed,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        # A generator of its own: without one, each pass draws its worker seed from the global
-        # generator, so validating would change the dropout of the steps after it.
-        return DataLoader(
-            self.encoded[split],
-            batch_size=self.batch_size,
-            shuffle=False,
-            collate_fn=self.collate(),
-            num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(self.seed),
-        )

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from lit_sft.data.sft import InstructionDataModule, encode_entries, encode_entry
+from lit_sft.data.encoding import encode_entries, encode_entry
+from lit_sft.data.sft import InstructionDataModule
 from lit_sft.prompts import prompt_style
 from lit_sft.tokenizer import Tokenizer
 from tests.helpers.config import compose_config

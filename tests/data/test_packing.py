@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from lit_sft.cli.train import train
+from lit_sft.data.encoding import EncodedEntry, collate_instructions
 from lit_sft.data.packing import PackedCollate, pack_batch, pack_rows
-from lit_sft.data.sft import EncodedEntry, InstructionDataModule, collate_instructions
+from lit_sft.data.sft import InstructionDataModule
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.losses import token_losses

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from lit_sft.data.encoding import EncodedEntry
 from lit_sft.data.entries import load_entries
 from lit_sft.data.preference import (
     PREFERENCE_FIELDS,
@@ -13,7 +14,6 @@ from lit_sft.data.preference import (
     collate_preferences,
     encode_pair,
 )
-from lit_sft.data.sft import EncodedEntry
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.prompts import PROMPT_STYLES, prompt_style
 from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX, Tokenizer

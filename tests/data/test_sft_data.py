@@ -10,14 +10,9 @@ import pytest
 import tiktoken
 import torch
 
+from lit_sft.data.encoding import EncodedEntry, collate_instructions, encode_entries, encode_entry
 from lit_sft.data.entries import check_split_sizes, load_entries, split_entries, validate_entries
-from lit_sft.data.sft import (
-    EncodedEntry,
-    InstructionDataModule,
-    collate_instructions,
-    encode_entries,
-    encode_entry,
-)
+from lit_sft.data.sft import InstructionDataModule
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.errors import MissingFile, UserError
 from lit_sft.prompts import SamplePrompt, prompt_style
@@ -398,7 +393,7 @@ def test_a_remote_dataset_is_fetched_into_the_cache_dir(
         calls.append(("load", path, cache_dir))
         return ENTRIES
 
-    monkeypatch.setattr("lit_sft.data.sft.local_copy", lambda *args: calls.append(args))
+    monkeypatch.setattr("lit_sft.data.base.local_copy", lambda *args: calls.append(args))
     monkeypatch.setattr("lit_sft.data.sft.load_entries", load_entries)
     url = "https://example.com/data.json"
     dm = InstructionDataModule(url, cache_dir=str(tmp_path))
@@ -428,7 +423,7 @@ def test_encoding_shows_a_progress_bar_only_when_asked(
 def test_entries_past_one_chunk_are_all_encoded_with_a_bar_from_one_chunk_on(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("lit_sft.data.sft.ENCODE_CHUNK", 2)
+    monkeypatch.setattr("lit_sft.data.encoding.ENCODE_CHUNK", 2)
     entries = validate_entries(ENTRIES, "test")
     dm = InstructionDataModule(None)
     assert dm.encode(entries[:1]) == [encode_entry(entries[0], dm.style, dm.tokenizer)]
@@ -443,7 +438,7 @@ def test_truncation_is_counted_past_the_limit(caplog: pytest.LogCaptureFixture) 
     dm = InstructionDataModule(None, allowed_max_length=4)
     # Lengths 4, 5, 6, 8; responses from target 1, 3, 4, 5: the last two start at or past 4.
     dm.encoded["x"] = [EncodedEntry([1] * n, p) for n, p in [(4, 2), (5, 4), (6, 5), (8, 6)]]
-    with caplog.at_level(logging.WARNING, logger="lit_sft.data.sft"):
+    with caplog.at_level(logging.WARNING, logger="lit_sft.data.base"):
         dm._count_truncation("x")
     assert (dm.truncated, dm.response_cut) == ({"x": 3}, {"x": 2})
     assert caplog.messages == [
@@ -456,7 +451,7 @@ def test_drop_keeps_train_entries_up_to_the_limit(caplog: pytest.LogCaptureFixtu
     dm = InstructionDataModule(None, allowed_max_length=4, overlength="drop")
     dm.splits["train"] = ENTRIES
     dm.encoded["train"] = [EncodedEntry([1] * n, 1) for n in (5, 4, 3)]
-    with caplog.at_level(logging.INFO, logger="lit_sft.data.sft"):
+    with caplog.at_level(logging.INFO, logger="lit_sft.data.base"):
         dm._drop_overlength_train()
     assert dm.splits["train"] == ENTRIES[1:] and dm.dropped == {"train": 1}
     assert dm.encoded["train"] == [EncodedEntry([1] * n, 1) for n in (4, 3)]

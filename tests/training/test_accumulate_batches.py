@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lit_sft.data.encoding import EncodedEntry, collate_instructions
 from lit_sft.data.preference import EncodedPair, collate_preferences
-from lit_sft.data.sft import EncodedEntry, collate_instructions
 from lit_sft.errors import InvalidInput
 from lit_sft.training.base import TrainingModule
 from lit_sft.training.dpo import DPOModule

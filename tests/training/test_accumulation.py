@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_sft.data.sft import EncodedEntry, collate_instructions
+from lit_sft.data.encoding import EncodedEntry, collate_instructions
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.steps import backward_token_mean, micro_batches, sft_step

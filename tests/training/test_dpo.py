@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lit_sft.data.encoding import EncodedEntry
 from lit_sft.data.preference import EncodedPair, collate_preferences
-from lit_sft.data.sft import EncodedEntry
 from lit_sft.files import write_json_atomic
 from lit_sft.lora import LoRAConfig, add_adapters
 from lit_sft.model import GPT, GPTConfig

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from lit_sft.cli.train import train
-from lit_sft.data.sft import EncodedEntry, collate_instructions
+from lit_sft.data.encoding import EncodedEntry, collate_instructions
 from lit_sft.training.sft import InstructionModule
 
 NORMS: list[float] = []
