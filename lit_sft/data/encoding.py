@@ -31,6 +31,11 @@ def encode_entry(entry: Entry, style: PromptStyle, tokenizer: Tokenizer) -> Enco
     return EncodedEntry(prompt + tokenizer.encode(entry["output"]), len(prompt))
 
 
+def shows_progress(entries: int) -> bool:
+    """Whether encoding this many entries shows a progress bar: from one chunk on."""
+    return entries >= ENCODE_CHUNK
+
+
 def encode_entries(
     entries: Sequence[Entry], style: PromptStyle, tokenizer: Tokenizer, progress: bool = False
 ) -> list[EncodedEntry]:

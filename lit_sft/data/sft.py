@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from lit_sft.data import encoding
 from lit_sft.data.base import BaseDataModule, Collate
-from lit_sft.data.encoding import EncodedEntry, collate_instructions, encode_entries
+from lit_sft.data.encoding import (
+    EncodedEntry,
+    collate_instructions,
+    encode_entries,
+    shows_progress,
+)
 from lit_sft.data.entries import Entry, load_entries
 from lit_sft.data.packing import PackedCollate
 from lit_sft.data.synthetic import synthetic_entries
@@ -69,7 +73,7 @@ class InstructionDataModule(BaseDataModule):
         return load_entries(self.path, self.cache_dir)
 
     def encode(self, entries: Sequence[Entry]) -> list[EncodedEntry]:
-        progress = len(entries) >= encoding.ENCODE_CHUNK
+        progress = shows_progress(len(entries))
         return encode_entries(entries, self.style, self.tokenizer, progress=progress)
 
     def collate(self) -> partial:

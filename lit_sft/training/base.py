@@ -16,7 +16,6 @@ rank: the gradient of one batch holding the N batches' rows.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from typing import Any
 
@@ -29,7 +28,7 @@ from lit_sft.errors import InvalidInput
 from lit_sft.lora import adapter_config, has_adapters
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.training.losses import Batch
-from lit_sft.training.schedules import check_schedule, warmup_cosine
+from lit_sft.training.schedules import check_schedule, optimizer_steps, warmup_cosine
 from lit_sft.training.steps import backward_sums
 
 CLIP_ALGORITHMS = ("norm", "value")
@@ -47,19 +46,6 @@ def check_optimization(gradient_clip_algorithm: str, accumulate_grad_batches: in
             f"accumulate_grad_batches={accumulate_grad_batches} (module. or trainer."
             "accumulate_grad_batches): expected a number of batches >= 1"
         )
-
-
-def optimizer_steps(trainer: L.Trainer, accumulate_grad_batches: int) -> float:
-    """The optimizer steps of the whole fit, as Lightning counts them for its own accumulation.
-
-    A group cut short by the end of an epoch still steps, hence the ceiling.
-    """
-    batches = trainer.estimated_stepping_batches  # Lightning's own accumulation is always 1 here
-    if accumulate_grad_batches == 1 or trainer.max_epochs == -1:
-        return batches
-    per_epoch = math.ceil(trainer.num_training_batches / accumulate_grad_batches)
-    steps = per_epoch * max(trainer.max_epochs or 1, 1)
-    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
 
 
 class TrainingModule(L.LightningModule):
@@ -110,6 +96,7 @@ class TrainingModule(L.LightningModule):
         # The optimizer step being accumulated: its batches so far and their global weight.
         self._accumulated = 0
         self._group_weight = torch.zeros(())
+        self._saved_grads: dict[str, Tensor] = {}
 
     @property
     def summary_metrics(self) -> dict[str, str]:
@@ -222,6 +209,12 @@ class TrainingModule(L.LightningModule):
             optimizer.step()
         scheduler.step()
 
+    def on_validation_model_zero_grad(self) -> None:
+        # Lightning frees the gradients before validating; between the batches of one optimizer
+        # step they are the step's, kept.
+        if not self._accumulated:
+            super().on_validation_model_zero_grad()
+
     def _clip_gradients(self) -> None:
         hp = self.hparams
         if hp.grad_clip:
@@ -298,11 +291,16 @@ class TrainingModule(L.LightningModule):
         self.strict_loading = False
 
     def _restore_accumulation(self, state: dict[str, Any] | None) -> None:
-        """The gradients of a half-accumulated optimizer step, where a checkpoint left it."""
+        """Where a checkpoint left a half-accumulated optimizer step; its gradients go back on
+        the parameters at `on_train_start` (Lightning zeroes them on the way)."""
         if state is None:
             return
         self._accumulated = state["batches"]
         self._group_weight = state["weight"].to(self.device)
+        self._saved_grads = state["grads"]
+
+    def on_train_start(self) -> None:
         parameters = dict(self.named_parameters())
-        for name, grad in state["grads"].items():
+        for name, grad in self._saved_grads.items():
             parameters[name].grad = grad.to(parameters[name].device)
+        self._saved_grads = {}

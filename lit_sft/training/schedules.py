@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from lit_sft.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import lightning as L
 
 SCHEDULES = ("constant", "cosine")
 
@@ -24,3 +28,16 @@ def check_schedule(name: str) -> None:
             f"unknown lr_schedule {name!r}, in module.lr_schedule; choose one of "
             f"{', '.join(SCHEDULES)}"
         )
+
+
+def optimizer_steps(trainer: L.Trainer, accumulate_grad_batches: int) -> float:
+    """The optimizer steps of the whole fit, as Lightning counts them for its own accumulation.
+
+    A group cut short by the end of an epoch still steps, hence the ceiling.
+    """
+    batches = trainer.estimated_stepping_batches  # Lightning's own accumulation is always 1 here
+    if accumulate_grad_batches == 1 or trainer.max_epochs == -1:
+        return batches
+    per_epoch = math.ceil(trainer.num_training_batches / accumulate_grad_batches)
+    steps = per_epoch * max(trainer.max_epochs or 1, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps

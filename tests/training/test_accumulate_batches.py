@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from lit_sft.data.encoding import EncodedEntry, collate_instructions
@@ -17,6 +19,8 @@ from lit_sft.errors import InvalidInput
 from lit_sft.training.base import TrainingModule
 from lit_sft.training.dpo import DPOModule
 from lit_sft.training.sft import SFTModule
+from tests.helpers.config import TINY_RUN, compose_config
+from train import train
 
 ARCH = dict(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
 collate = partial(collate_instructions, pad_id=100)
@@ -190,3 +194,45 @@ def test_dpo_accumulated_batches_step_as_one_batch_of_their_pairs() -> None:
     grads = [p.grad for p in reference.model.parameters()]
     assert_same(two.grads[0], grads, atol=1e-6)
     assert max(g.abs().max() for g in grads) > 1e-4  # not all zero
+
+
+class CrashAtBatch(L.Callback):
+    """Raises at the start of the `batch`-th train batch (from 0), after it was fetched."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch, self.started = batch, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.started += 1
+        if self.started == self.batch + 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_run_stopped_between_the_batches_of_a_step_resumes_exactly(tmp_path: Path) -> None:
+    run = [*TINY_RUN, "data.shuffle=true", "module.lr=1e-3", "module.accumulate_grad_batches=2"]
+    train(compose_config(run, tmp_path / "whole"))
+    crash = [
+        "+callbacks.crash._target_=test_accumulate_batches.CrashAtBatch",
+        "+callbacks.crash.batch=5",
+    ]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(compose_config([*run, *crash], tmp_path / "run"))
+    checkpoint = torch.load(
+        tmp_path / "run" / "checkpoints" / "last-interrupted.ckpt", weights_only=False
+    )
+    assert checkpoint["global_step"] == 2 and checkpoint["accumulation"]["batches"] == 1
+    train(compose_config([*run, "ckpt_path=last"], tmp_path / "run"))
+    weights, reference = (load_file(tmp_path / d / "model.safetensors") for d in ("run", "whole"))
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, reference[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_validating_between_the_batches_of_a_step_keeps_its_gradients(tmp_path: Path) -> None:
+    run = [*TINY_RUN, "module.lr=1e-3", "module.accumulate_grad_batches=2"]
+    train(compose_config(run, tmp_path / "aligned"))  # validates after batches 2 and 4
+    train(compose_config([*run, "trainer.val_check_interval=3"], tmp_path / "between"))
+    weights, reference = (
+        load_file(tmp_path / d / "model.safetensors") for d in ("between", "aligned")
+    )
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, reference[name], rtol=0, atol=1e-6, msg=name)
