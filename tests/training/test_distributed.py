@@ -6,8 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import tiktoken
+import torch
+from safetensors.torch import load_file
 
 from lit_sft.data.synthetic import synthetic_entries
 from tests.helpers.callbacks import read_batch_log
@@ -44,6 +47,53 @@ def test_two_process_ddp_follows_the_single_process_loss_trajectory(tmp_path: Pa
     single_val = [value for _, value in scalars(single, "val/loss")]
     ddp_val = [value for _, value in scalars(ddp, "val/loss")]
     assert single_val == pytest.approx(ddp_val, abs=1e-5)
+
+
+class GradNorms(L.Callback):
+    """Appends the norm of the gradient each optimizer step takes to a file (rank 0's)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        norm = torch.stack([p.grad.norm() for p in pl_module.parameters() if p.grad is not None])
+        if trainer.is_global_zero:
+            with self.path.open("a") as f:
+                f.write(f"{float(norm.norm())}\n")
+
+
+def grad_norms(run_dir: Path) -> list[str]:
+    return [
+        "+callbacks.grads._target_=tests.training.test_distributed.GradNorms",
+        f"+callbacks.grads.path={run_dir / 'grads.txt'}",
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_accumulating_two_batches_step_as_one_batch_of_all_the_rows(
+    tmp_path: Path,
+) -> None:
+    # Each optimizer step: 8 rows in one batch, or 2 ranks x 2 accumulated batches of 2 rows (the
+    # sampler deals rows 0, 2, 4, 6 to rank 0 and 1, 3, 5, 7 to rank 1), unequal target counts.
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run_train(single, "data.batch_size=8", "trainer.max_steps=3", *grad_norms(single))
+    run_train(
+        ddp,
+        *grad_norms(ddp),
+        "trainer=ddp",
+        "trainer.devices=2",
+        "data.batch_size=2",
+        "trainer.max_steps=3",
+        "module.accumulate_grad_batches=2",
+    )
+    # The same gradients (AdamW would hide a constant factor in them), then the same weights.
+    norms = [[float(x) for x in (d / "grads.txt").read_text().split()] for d in (single, ddp)]
+    assert len(norms[0]) == 3 and norms[1] == pytest.approx(norms[0], rel=1e-5)
+    weights, reference = (load_file(d / "model.safetensors") for d in (ddp, single))
+    for name, tensor in weights.items():
+        assert (tensor - reference[name]).abs().max() <= 1e-5, name
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (single, ddp)]
+    assert summaries[0]["steps"] == summaries[1]["steps"] == 3
 
 
 @pytest.mark.slow
