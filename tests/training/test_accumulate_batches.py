@@ -3,6 +3,7 @@ mean over all their target tokens (pairs), as one batch holding their rows would
 
 from __future__ import annotations
 
+import importlib
 import math
 from functools import partial
 from pathlib import Path
@@ -236,3 +237,41 @@ def test_validating_between_the_batches_of_a_step_keeps_its_gradients(tmp_path: 
     )
     for name, tensor in weights.items():
         torch.testing.assert_close(tensor, reference[name], rtol=0, atol=1e-6, msg=name)
+
+
+GRADS: list[torch.Tensor] = []
+
+
+class RecordGradients(L.Callback):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        GRADS.append(torch.cat([p.grad.flatten() for p in pl_module.parameters()]))
+
+
+def test_the_config_reaches_clipping_by_value(tiny_config) -> None:
+    GRADS.clear()
+    cfg = tiny_config(
+        "trainer.max_steps=2",
+        "module.grad_clip=1e-4",
+        "module.gradient_clip_algorithm=value",
+        "+callbacks.record._target_=test_accumulate_batches.RecordGradients",
+    )
+    train(cfg)
+    assert len(GRADS) == 2
+    for grads in GRADS:
+        assert grads.abs().max() == pytest.approx(1e-4) and grads.norm() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "lit_sft.training.sft.InstructionModule",
+        "lit_sft.training.sft.SFTModule",
+        "lit_sft.training.dpo.DPOModule",
+        "lit_sft.data.InstructionDataModule",
+        "lit_sft.data.sft.InstructionDataModule",
+        "lit_sft.data.preference.PreferenceDataModule",
+    ],
+)
+def test_the_targets_of_older_run_folders_still_import(target: str) -> None:
+    module, name = target.rsplit(".", 1)
+    assert isinstance(getattr(importlib.import_module(module), name), type)
