@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from lit_sft.cli.train import train
 from lit_sft.data.encoding import EncodedEntry, collate_instructions
 from lit_sft.data.preference import EncodedPair, collate_preferences
 from lit_sft.errors import InvalidInput
@@ -21,7 +22,6 @@ from lit_sft.training.base import TrainingModule
 from lit_sft.training.dpo import DPOModule
 from lit_sft.training.sft import SFTModule
 from tests.helpers.config import TINY_RUN, compose_config
-from train import train
 
 ARCH = dict(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
 collate = partial(collate_instructions, pad_id=100)
@@ -229,9 +229,12 @@ def test_a_run_stopped_between_the_batches_of_a_step_resumes_exactly(tmp_path: P
 
 
 def test_validating_between_the_batches_of_a_step_keeps_its_gradients(tmp_path: Path) -> None:
-    run = [*TINY_RUN, "module.lr=1e-3", "module.accumulate_grad_batches=2"]
-    train(compose_config(run, tmp_path / "aligned"))  # validates after batches 2 and 4
-    train(compose_config([*run, "trainer.val_check_interval=3"], tmp_path / "between"))
+    run = [*TINY_RUN, "module.lr=1e-3"]
+    aligned = [*run, "module.accumulate_grad_batches=2"]  # validates after batches 2 and 4
+    train(compose_config(aligned, tmp_path / "aligned"))
+    # Lightning's own spelling, validating after batches 3 and 6: in the middle of a step.
+    between = [*run, "trainer.accumulate_grad_batches=2", "trainer.val_check_interval=3"]
+    train(compose_config(between, tmp_path / "between"))
     weights, reference = (
         load_file(tmp_path / d / "model.safetensors") for d in ("between", "aligned")
     )
@@ -247,12 +250,14 @@ class RecordGradients(L.Callback):
         GRADS.append(torch.cat([p.grad.flatten() for p in pl_module.parameters()]))
 
 
-def test_the_config_reaches_clipping_by_value(tiny_config) -> None:
+@pytest.mark.parametrize("spelling", ["module.grad_clip", "trainer.gradient_clip_val"])
+def test_the_config_reaches_clipping_by_value(tiny_config, spelling: str) -> None:
     GRADS.clear()
+    algorithm = spelling.split(".")[0] + ".gradient_clip_algorithm=value"
     cfg = tiny_config(
         "trainer.max_steps=2",
-        "module.grad_clip=1e-4",
-        "module.gradient_clip_algorithm=value",
+        f"{spelling}=1e-4",
+        algorithm,
         "+callbacks.record._target_=test_accumulate_batches.RecordGradients",
     )
     train(cfg)
