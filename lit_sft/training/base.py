@@ -16,6 +16,7 @@ rank: the gradient of one batch holding the N batches' rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -155,7 +156,7 @@ class TrainingModule(L.LightningModule):
         self,
         batch: Batch,
         scale: Tensor | float,
-        backward: Any = Tensor.backward,
+        backward: Callable[[Tensor], None] = Tensor.backward,
     ) -> Tensor:
         """Accumulates the gradient of `scale` x the summed loss, one micro-batch at a time;
         returns the (detached) sums of `metrics`."""
