@@ -73,7 +73,7 @@ def test_method_sft_is_the_default_module_and_module_default_still_names_it(
     tmp_path: Path,
 ) -> None:
     default = compose_config([], tmp_path)
-    assert default.module._target_ == "lit_sft.training.sft.InstructionModule"
+    assert default.module._target_ == "lit_sft.training.sft.SFTModule"
     for spelling in (["method=sft"], ["module=default"], ["module=default", "module.lr=1e-4"]):
         cfg = compose_config(spelling, tmp_path)
         expected = (
@@ -113,7 +113,7 @@ def test_unknown_key_fails_loudly(tmp_path: Path) -> None:
 
 
 # experiment -> model, prompt, data module, synthetic data (no path), module, lr, batch size.
-SFT, DPO = ("InstructionDataModule", "InstructionModule"), ("PreferenceDataModule", "DPOModule")
+SFT, DPO = ("InstructionDataModule", "SFTModule"), ("PreferenceDataModule", "DPOModule")
 PRESETS = {
     "demo": ("gpt2-tiny", "phi3", SFT[0], True, SFT[1], 2e-3, 16),
     "dpo_demo": ("gpt2-tiny", "phi3", DPO[0], True, DPO[1], 2e-4, 16),
