@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -94,40 +95,9 @@ class PreferenceDataModule(BaseDataModule):
     # A sample answer is compared with the chosen one.
     reference_field = "chosen"
 
-    def __init__(
-        self,
-        path: str | None = BOOK_PREFERENCE_URL,
-        prompt_style: str = "alpaca",
-        batch_size: int = 8,
-        allowed_max_length: int = 1024,
-        train_fraction: float = 0.85,
-        test_fraction: float = 0.10,
-        shuffle: bool = True,
-        group_by_length: bool = False,
-        num_workers: int = 0,
-        seed: int = 123,
-        synthetic_size: int = 2000,
-        cache_dir: str | None = None,
-        overlength: str = "truncate",
-        max_train_entries: int | None = None,
-    ) -> None:
-        """Options as `BaseDataModule`'s; prompts are always masked, pairs never packed."""
-        super().__init__(
-            path,
-            prompt_style=prompt_style,
-            batch_size=batch_size,
-            allowed_max_length=allowed_max_length,
-            train_fraction=train_fraction,
-            test_fraction=test_fraction,
-            shuffle=shuffle,
-            group_by_length=group_by_length,
-            num_workers=num_workers,
-            seed=seed,
-            synthetic_size=synthetic_size,
-            cache_dir=cache_dir,
-            overlength=overlength,
-            max_train_entries=max_train_entries,
-        )
+    def __init__(self, path: str | None = BOOK_PREFERENCE_URL, **options: Any) -> None:
+        """`options`: `BaseDataModule`'s; prompts are always masked, pairs never packed."""
+        super().__init__(path, **options)
 
     def entries(self) -> list[Entry]:
         entries = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 from lit_sft.data.base import BaseDataModule, Collate
 from lit_sft.data.encoding import (
@@ -28,42 +29,15 @@ class InstructionDataModule(BaseDataModule):
     def __init__(
         self,
         path: str | None = BOOK_DATA_URL,
-        prompt_style: str = "alpaca",
-        batch_size: int = 8,
         mask_instructions: bool = False,
-        allowed_max_length: int = 1024,
-        train_fraction: float = 0.85,
-        test_fraction: float = 0.10,
-        shuffle: bool = True,
-        group_by_length: bool = False,
         packing: bool = False,
-        num_workers: int = 0,
-        seed: int = 123,
-        synthetic_size: int = 2000,
-        cache_dir: str | None = None,
-        overlength: str = "truncate",
-        max_train_entries: int | None = None,
+        **options: Any,
     ) -> None:
         """`mask_instructions`: the prompt's targets ignored; `packing`: each train batch's
         examples packed into rows of up to `allowed_max_length` positions
-        (`lit_sft.data.packing`): the same examples per step, no padding computed. The other
-        options are `BaseDataModule`'s."""
-        super().__init__(
-            path,
-            prompt_style=prompt_style,
-            batch_size=batch_size,
-            allowed_max_length=allowed_max_length,
-            train_fraction=train_fraction,
-            test_fraction=test_fraction,
-            shuffle=shuffle,
-            group_by_length=group_by_length,
-            num_workers=num_workers,
-            seed=seed,
-            synthetic_size=synthetic_size,
-            cache_dir=cache_dir,
-            overlength=overlength,
-            max_train_entries=max_train_entries,
-        )
+        (`lit_sft.data.packing`): the same examples per step, no padding computed. `options`:
+        `BaseDataModule`'s (an unknown one fails there, by name)."""
+        super().__init__(path, **options)
         self.mask_instructions = mask_instructions
         self.packing = packing
 
