@@ -21,8 +21,8 @@ from lit_sft.evaluation.judge import (
     score_entries,
 )
 from lit_sft.evaluation.judge.client import retry_after_s
-from lit_sft.evaluation.judge.prompts import judge_prompt
 from lit_sft.evaluation.judge.ollama import ollama_host_url
+from lit_sft.evaluation.judge.prompts import judge_prompt
 from tests.helpers.llm_server import FakeLLMServer, Reply
 
 SECRET = "sk-test-do-not-leak-4242"
