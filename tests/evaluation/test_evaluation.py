@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tiktoken
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from transformers import GPT2LMHeadModel
 
 from lit_sft.cli.evaluate import evaluate
-from lit_sft.cli.train import train
-from lit_sft.data.entries import split_entries
-from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.evaluation import answers as answering
 from lit_sft.evaluation.answers import read_responses
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
@@ -31,83 +24,21 @@ from lit_sft.evaluation.summary import summarize
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
 from lit_sft.report import read_scalar
-from lit_sft.run_dir import AnswersDir, EvalDir, ScoresDir
-from tests.helpers.config import REPO, TINY_RUN, compose_config
-from tests.helpers.llm_server import FakeLLMServer, Reply
-
-SYNTHETIC_SIZE = int(
-    next(o for o in TINY_RUN if o.startswith("data.synthetic_size=")).split("=")[1]
+from tests.evaluation.support import (
+    QUICK,
+    answers_file,
+    answers_made,
+    copy_run,
+    eval_config,
+    only_result,
+    read_json,
+    results_of,
+    run_evaluate,
+    synthetic_test_split,
+    user_env,
 )
-QUICK = ["max_new_tokens=4", "batch_size=4"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder as `python train.py` leaves it, from a few steps of the tests' tiny GPT."""
-    run_dir = tmp_path_factory.mktemp("tiny_run")
-    cfg = compose_config(TINY_RUN, run_dir)
-    train(cfg)
-    # Hydra, not train(), writes the composed config; do what it does.
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    return run_dir
-
-
-def run_evaluate(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python evaluate.py <args>` as a user runs it, from the repository root."""
-    return subprocess.run(
-        [sys.executable, "evaluate.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def copy_run(run: Path, to: Path, weights: str = "model.safetensors") -> Path:
-    """A fresh folder with `run`'s config, summary, events and one of its weights files."""
-    shutil.copytree(run / ".hydra", to / ".hydra")
-    shutil.copy(run / "summary.json", to / "summary.json")
-    shutil.copytree(run / "tb", to / "tb")
-    (to / weights).parent.mkdir(parents=True, exist_ok=True)
-    (to / weights).symlink_to(run / weights)
-    return to
-
-
-def eval_config(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=list(overrides))
-
-
-def synthetic_test_split(size: int = SYNTHETIC_SIZE) -> list[dict[str, str]]:
-    return split_entries(synthetic_entries(size, seed=123))[1]
-
-
-def read_json(path: Path) -> object:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def results_of(folder: Path) -> list[tuple[AnswersDir, ScoresDir]]:
-    """Every (answers, scorer) result under `folder`/eval, by name."""
-    return [(a, s) for a in EvalDir(folder / "eval").answers_dirs() for s in a.scores_dirs()]
-
-
-def answers_file(folder: Path) -> Path:
-    """The answers file of the only set of answers under `folder`/eval."""
-    (answers,) = EvalDir(folder / "eval").answers_dirs()
-    return answers.answers
-
-
-def only_result(folder: Path) -> ScoresDir:
-    """The scorer folder of the only result under `folder`/eval."""
-    ((_, scores),) = results_of(folder)
-    return scores
-
-
-def answers_made(folder: Path) -> list[dict[str, object]]:
-    """The answers made so far (the file keeps the whole split, null where not answered)."""
-    return [r for r in read_json(answers_file(folder)) if r is not None]
+from tests.helpers.config import REPO, TINY_RUN
+from tests.helpers.llm_server import FakeLLMServer, Reply
 
 
 def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
@@ -266,14 +197,6 @@ def test_a_run_brings_its_own_model_and_a_non_run_needs_one(tiny_run: Path, tmp_
         evaluate(eval_config(f"run_dir={tiny_run}", "scorer=bleu"))
 
 
-@pytest.fixture
-def judge_server() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_end_to_end_with_a_fake_ollama_judge(
     tiny_run: Path, tmp_path: Path, judge_server: FakeLLMServer
 ) -> None:
@@ -281,8 +204,7 @@ def test_end_to_end_with_a_fake_ollama_judge(
     # The third answer's request is refused for good: recorded as a failure, not raised.
     judge_server.reply_with("90", "70", Reply(text="bad request", status=400), "40")
     args = [f"run_dir={run}", f"judge.url={judge_server.url}", "limit=5", *QUICK]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = run_evaluate(args, env)
+    done = run_evaluate(args, user_env())
     assert done.returncode == 0, done.stderr
     summary = read_json(only_result(run).summary)
     assert summary["metric"] == "judge"
@@ -317,13 +239,7 @@ def test_end_to_end_with_a_fake_openai_judge_found_by_its_environment(
     try:
         server.reply_with("10", "20", "60")
         run = copy_run(tiny_run, tmp_path / "run")
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "OMP_NUM_THREADS": "1",
-            "OPENAI_BASE_URL": f"{server.url}/v1",
-            "OPENAI_API_KEY": "sk-test",
-        }
+        env = user_env(OPENAI_BASE_URL=f"{server.url}/v1", OPENAI_API_KEY="sk-test")
         args = [f"run_dir={run}", "judge=openai", "judge.model=judge-model", "limit=3", *QUICK]
         done = run_evaluate(args, env)
     finally:
@@ -412,7 +328,7 @@ def test_the_readme_demo_then_exact_match(tmp_path: Path) -> None:
     """`python train.py experiment=demo`, then `python evaluate.py run_dir=... scorer=exact_match`,
     shrunk to a few steps and test entries."""
     run = tmp_path / "demo"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = user_env()
     shrink = ["data.synthetic_size=400", "trainer.max_steps=3", "trainer.limit_val_batches=1"]
     for command in (
         ["train.py", "experiment=demo", *shrink, f"hydra.run.dir={run}"],
