@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.evaluation.support import train_tiny_run
-from tests.helpers.llm_server import FakeLLMServer
+from tests.evaluation.support import score_of, train_tiny_run
+from tests.helpers.llm_server import FakeLLMServer, Reply
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +27,19 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def judge_server() -> Iterator[FakeLLMServer]:
     server = FakeLLMServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def two_judges() -> Iterator[FakeLLMServer]:
+    """One server with two judge models, llama3 and qwen2, that score each question differently."""
+    server = FakeLLMServer(models=["llama3:latest", "qwen2:latest"])
+    server.reply_by_model = {
+        "llama3": lambda body: Reply(text=str(score_of(body))),
+        "qwen2": lambda body: Reply(text=str(score_of(body, salt=37))),
+    }
     server.start()
     yield server
     server.stop()

@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
@@ -94,3 +96,8 @@ def train_tiny_run(run_dir: Path) -> Path:
 def user_env(**extra: str) -> dict[str, str]:
     """The environment of `python evaluate.py` as a user runs it from the repository root."""
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+
+
+def score_of(body: dict[str, Any], salt: int = 0) -> int:
+    """A judge's score that depends on the question (and `salt`), like a real one."""
+    return (zlib.crc32(body["messages"][-1]["content"].encode()) + salt) % 101

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,27 +34,11 @@ from tests.evaluation.support import (
     read_json,
     results_of,
     run_evaluate,
+    score_of,
     synthetic_test_split,
     user_env,
 )
 from tests.helpers.llm_server import FakeLLMServer, Reply, rubric_reply
-
-
-def score_of(body: dict[str, Any], salt: int = 0) -> int:
-    """A judge's score that depends on the question (and `salt`), like a real one."""
-    return (zlib.crc32(body["messages"][-1]["content"].encode()) + salt) % 101
-
-
-@pytest.fixture
-def two_judges() -> FakeLLMServer:
-    server = FakeLLMServer(models=["llama3:latest", "qwen2:latest"])
-    server.reply_by_model = {
-        "llama3": lambda body: Reply(text=str(score_of(body))),
-        "qwen2": lambda body: Reply(text=str(score_of(body, salt=37))),
-    }
-    server.start()
-    yield server
-    server.stop()
 
 
 def chats_by_model(server: FakeLLMServer) -> Counter[str]:

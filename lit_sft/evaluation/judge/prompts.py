@@ -71,11 +71,12 @@ def parse_score(text: str) -> int:
 
 
 def parse_rubric_grade(text: str) -> int:
-    """The reply's final 1-5 grade (the last "Grade: N", else a last line holding N alone)."""
+    """The reply's final 1-5 grade: a last line holding N alone, else the last "Grade: N"."""
     matches = list(_GRADE.finditer(text))
     lines = [line for line in text.strip().splitlines() if line.strip()]
     bare = _BARE_GRADE.match(lines[-1].strip()) if lines else None
-    found = matches[-1] if matches else bare
+    # A last line holding only a number is the grade even if the reasoning mentions another.
+    found = bare or (matches[-1] if matches else None)
     if found is None:
         raise ValueError(f"no grade in judge reply {text!r}")
     number, out_of = found.group(1), found.group(2)
