@@ -64,7 +64,8 @@ class GenerationSettings:
         Sampling draws every answer of a batch from one generator, so which entries share a batch
         changes them: `batch_size` counts then. Greedy answers do not depend on it.
         """
-        settings = asdict(self)
+        # temperature=1 and temperature=1.0 are one setting.
+        settings = asdict(self) | {"temperature": float(self.temperature)}
         if self.temperature <= 0.0:
             del settings["batch_size"]
         return settings

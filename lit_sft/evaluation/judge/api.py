@@ -63,7 +63,7 @@ class JudgeSettings:
             "url": self.url,
             "model": self.model,
             "prompt": self.prompt,
-            "temperature": self.temperature,
+            "temperature": float(self.temperature),  # 0 and 0.0 are one setting
             "seed": self.seed,
             "samples": self.samples,
             "num_ctx": self.num_ctx,
