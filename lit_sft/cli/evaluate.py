@@ -71,7 +71,9 @@ def model_answers(cfg: DictConfig, eval_dir: EvalDir) -> Answers:
     settings = answers_settings(weights_hash(model), source.prompt.name, split, gen)
     folder = eval_dir.answers(answers_name(settings, gen))
     claim(folder.settings, settings)
-    log.info("answering %s test entries with %s into %s", cfg.limit or "all", weights, folder.path)
+    log.info(
+        "answers of %s (first %s test entries) in %s", weights, cfg.limit or "all", folder.path
+    )
     entries, stats = generate_responses(
         model,
         split,
@@ -81,6 +83,7 @@ def model_answers(cfg: DictConfig, eval_dir: EvalDir) -> Answers:
         prepack_weights=cfg.prepack_weights,
         **asdict(gen),
     )
+    log.info("%d answers made now, %d found there", stats.answers, len(entries) - stats.answers)
     generation = {**asdict(gen), "weights": str(weights) if weights else None}
     return Answers(
         folder, settings, entries, generation, stats.as_dict(), source if is_run else None
