@@ -195,6 +195,8 @@ def test_a_run_brings_its_own_model_and_a_non_run_needs_one(tiny_run: Path, tmp_
         evaluate(eval_config(f"run_dir={tmp_path}", "weights=x.safetensors"))
     with pytest.raises(ValueError, match="unknown scorer"):
         evaluate(eval_config(f"run_dir={tiny_run}", "scorer=bleu"))
+    with pytest.raises(ValueError, match="limit=0 answers nothing"):
+        evaluate(eval_config(f"run_dir={tiny_run}", "limit=0"))
 
 
 def test_end_to_end_with_a_fake_ollama_judge(

@@ -90,8 +90,16 @@ def test_another_prompt_or_server_is_another_result(
     finally:
         other.stop()
     assert len(other.chats) == 4 and moved["mean"] == 10.0
+    # The same server and model through its OpenAI-compatible API: another judge's scores.
+    served = [f"judge.url={two_judges.url}", "judge.model=llama3:latest"]
+    evaluate(eval_config(*common, *served))
+    evaluate(eval_config(*common, *served, "judge=openai"))
+    assert [c.path for c in two_judges.chats[-8:]] == ["/api/chat"] * 4 + [
+        "/v1/chat/completions"
+    ] * 4
     names = sorted(s.path.name for _, s in results_of(run))
-    assert len(names) == 3 and sum("rubric" in n for n in names) == 1
+    assert len(names) == 5 and sum("rubric" in n for n in names) == 1
+    assert sum(n.startswith("judge-openai-llama3_latest-book-") for n in names) == 1
 
 
 def test_changing_a_generation_setting_or_the_weights_generates_anew(
