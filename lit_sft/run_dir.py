@@ -12,8 +12,27 @@
 <run>/model.safetensors         exported weights (Hugging Face GPT-2 layout) + config.json,
                                 generation_config.json and the tokenizer files (lit_sft.export)
 <run>/reference-logps.json      DPO: the reference's log-probabilities, when precomputed
-<run>/eval/                     evaluate's answers, scores and eval-summary.json
+<run>/eval/                     evaluate's results, keyed by what produced them (EvalDir below)
 ```
+
+An evaluation folder (`<run>/eval`, or `<out>/eval` for `out=`) holds one folder per set of
+answers and, in it, one per scorer:
+
+```
+eval/<answers>/settings.json           what made the answers: weights sha256, prompt style, test
+                                       split sha256, generation settings (or the file and field of
+                                       answers made elsewhere)
+eval/<answers>/answers.json            the answers in test-split order (null: not answered yet)
+eval/<answers>/<scorer>/settings.json  the scorer: exact_match, or the judge's api, url, model,
+                                       prompt and options
+eval/<answers>/<scorer>/scores.jsonl   a line per entry (and repeat), appended as scored
+eval/<answers>/<scorer>/summary.json   the summary of the latest scoring (what, how, how long)
+```
+
+`<answers>` reads like `greedy-max256-<hash>` and `<scorer>` like `judge-ollama-llama3-book-<hash>`;
+the hash is of the whole settings.json, so any change makes a new folder beside the old ones.
+Folders evaluated before results were keyed hold `eval/instruction-data-with-response.json`,
+`scores.jsonl` and `eval-summary.json`: read by the sweep report, never reused as a result.
 """
 
 from __future__ import annotations
@@ -48,9 +67,7 @@ class RunDir:
         self.hf_config = self.path / "config.json"
         self.reference_logps = self.path / "reference-logps.json"
         self.eval_dir = self.path / "eval"
-        self.answers = self.eval_dir / "instruction-data-with-response.json"
-        self.scores = self.eval_dir / "scores.jsonl"
-        self.eval_summary = self.eval_dir / "eval-summary.json"
+        self.eval = EvalDir(self.eval_dir)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -64,8 +81,8 @@ class RunDir:
         return read_json(self.summary) or {}
 
     def read_eval_summary(self) -> dict[str, Any] | None:
-        """eval/eval-summary.json, or None when the run was not evaluated."""
-        return read_json(self.eval_summary)
+        """The newest evaluation summary (see `EvalDir.read_latest_summary`), or None."""
+        return self.eval.read_latest_summary()
 
     def read_overrides(self) -> dict[str, str]:
         """The command-line overrides as `key -> value`, without `+`/`++`."""
@@ -87,6 +104,73 @@ class RunDir:
             f"{self.path} holds neither {WEIGHTS_FILENAME} nor checkpoints/last.ckpt; "
             "pass weights=<file> to name the weights"
         )
+
+
+class EvalDir:
+    """An evaluation folder: one `AnswersDir` per set of answers, one `ScoresDir` per scorer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        # Written before results were keyed by their settings: read by the report, never reused.
+        self.legacy_answers = self.path / "instruction-data-with-response.json"
+        self.legacy_scores = self.path / "scores.jsonl"
+        self.legacy_summary = self.path / "eval-summary.json"
+
+    def __repr__(self) -> str:
+        return f"EvalDir({str(self.path)!r})"
+
+    def answers(self, name: str) -> AnswersDir:
+        """The folder of the answers called `name`."""
+        return AnswersDir(self.path / name)
+
+    def answers_dirs(self) -> list[AnswersDir]:
+        """Every set of answers here, by name."""
+        found = (AnswersDir(p.parent) for p in self.path.glob("*/settings.json"))
+        return sorted(found, key=lambda a: a.path.name)
+
+    def summaries(self) -> list[Path]:
+        """Every summary here, oldest first."""
+        paths = [s.summary for a in self.answers_dirs() for s in a.scores_dirs()]
+        return sorted((p for p in paths if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
+
+    def read_latest_summary(self) -> dict[str, Any] | None:
+        """The newest summary, else the one a pre-keyed evaluation left, else None."""
+        summaries = self.summaries()
+        return read_json(summaries[-1] if summaries else self.legacy_summary)
+
+
+class AnswersDir:
+    """One set of answers and what made them, with a folder per scorer of them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.settings = path / "settings.json"
+        self.answers = path / "answers.json"
+
+    def __repr__(self) -> str:
+        return f"AnswersDir({str(self.path)!r})"
+
+    def scores(self, name: str) -> ScoresDir:
+        """The folder of the scorer called `name`."""
+        return ScoresDir(self.path / name)
+
+    def scores_dirs(self) -> list[ScoresDir]:
+        """Every scorer of these answers, by name."""
+        found = (ScoresDir(p.parent) for p in self.path.glob("*/settings.json"))
+        return sorted(found, key=lambda s: s.path.name)
+
+
+class ScoresDir:
+    """One scorer's scores of a set of answers, its settings and the summary."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.settings = path / "settings.json"
+        self.scores = path / "scores.jsonl"
+        self.summary = path / "summary.json"
+
+    def __repr__(self) -> str:
+        return f"ScoresDir({str(self.path)!r})"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -96,10 +96,11 @@ def test_tensorboard_and_csv_at_once_get_the_same_values(tiny_config) -> None:
 
     result = evaluate_run(run)
     # Scores at the run's last step: TensorBoard in tb/, CSV beside the run's own metrics.
-    assert scalars(run.path, "eval/exact_match") == [(4, pytest.approx(result["mean"]))]
+    tag = f"eval/{result['result']}"  # eval/<answers>/<scorer>: each result under its own name
+    assert scalars(run.path, f"{tag}/mean") == [(4, pytest.approx(result["mean"]))]
     eval_rows = read_csv(run.path / "csv" / "eval" / "metrics.csv")
-    assert column(eval_rows, "eval/exact_match") == [(4, pytest.approx(result["mean"]))]
-    assert column(eval_rows, "eval/scored") == [(4, 4.0)]
+    assert column(eval_rows, f"{tag}/mean") == [(4, pytest.approx(result["mean"]))]
+    assert column(eval_rows, f"{tag}/scored") == [(4, 4.0)]
     assert read_csv(run.path / "csv" / "metrics.csv") == rows  # the training metrics are intact
 
 
@@ -125,7 +126,7 @@ def test_mlflow_gets_hparams_metrics_sample_answers_and_scores_in_one_run(
     assert samples[-1]["answer"] in text
 
     result = evaluate_run(run)
-    scores = client.get_metric_history(run_id, "eval/exact_match")
+    scores = client.get_metric_history(run_id, f"eval/{result['result']}/mean")
     assert [(m.step, m.value) for m in scores] == [(4, pytest.approx(result["mean"]))]
 
 
@@ -169,5 +170,6 @@ def test_wandb_offline_gets_sample_answers_and_evaluate_resumes_the_same_run(
     result = evaluate_run(run)
     evaluated = set(run.path.glob(f"wandb/offline-run-*-{run_id}")) - {trained}
     (evaluated,) = evaluated  # a second offline run directory with the same id: resumed
-    records = wandb_records(evaluated / f"run-{run_id}.wandb", b"eval/exact_match")
-    assert b"eval/exact_match" in records and json.dumps(result["mean"]).encode() in records
+    tag = f"eval/{result['result']}/mean".encode()
+    records = wandb_records(evaluated / f"run-{run_id}.wandb", tag)
+    assert tag in records and json.dumps(result["mean"]).encode() in records

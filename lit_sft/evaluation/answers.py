@@ -1,4 +1,5 @@
-"""Answering a test split with a model, resumably: one JSON file rewritten after every batch."""
+"""Answering a test split with a model, resumably (one JSON file rewritten after every batch), or
+reading answers made elsewhere."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from lit_sft.data.entries import Entry
 from lit_sft.data.sft import InstructionDataModule
-from lit_sft.errors import InvalidInput
+from lit_sft.errors import InvalidInput, MissingFile
 from lit_sft.files import write_json_atomic
 from lit_sft.generation import generate
 from lit_sft.model import GPT
@@ -30,6 +31,11 @@ def rebuild_test_split(datamodule: InstructionDataModule) -> list[Entry]:
     return datamodule.splits["test"]
 
 
+# What answering adds to an entry: the answer, its generated token count, and whether it ended
+# with end-of-text rather than running out of tokens.
+ANSWER_FIELDS = ("model_response", "new_tokens", "ended")
+
+
 def read_responses(path: Path, entries: Sequence[Entry]) -> list[dict[str, Any] | None]:
     """The answer to each of `entries` that a previous run left in `path`; None where none yet.
 
@@ -43,7 +49,7 @@ def read_responses(path: Path, entries: Sequence[Entry]) -> list[dict[str, Any] 
     for index, record in enumerate(answered):
         if record is None:
             continue
-        unanswered = {k: v for k, v in record.items() if k != "model_response"}
+        unanswered = {k: v for k, v in record.items() if k not in ANSWER_FIELDS}
         if unanswered != entries[index] or "model_response" not in record:
             raise InvalidInput(
                 f"{path} does not match this test split (entry {index} differs); "
@@ -79,12 +85,15 @@ def generate_responses(
     temperature: float = 0.0,
     top_k: int | None = None,
     seed: int = 123,
+    limit: int | None = None,
     progress: bool = True,
     prepack_weights: bool = True,
 ) -> tuple[list[dict[str, Any]], GenerationStats]:
-    """`entries` with a `model_response` each, rewriting `path` after every batch.
+    """The first `limit` (None: all) of `entries` answered, rewriting `path` after every batch.
 
-    Entries already answered in `path` (a stopped earlier run) are kept, not generated again.
+    Entries already answered in `path` (a stopped earlier run) are kept, not generated again,
+    and so are answers past `limit` that an earlier run made. Each answer records
+    `model_response`, `new_tokens` (generated tokens) and `ended` (it stopped at end-of-text).
     The others are answered longest prompt first, so that a batch holds prompts of about one
     length and pads little; `path` and the result keep the order of `entries`.
     `prepack_weights`: on the CPU, decode through weights reordered once for oneDNN
@@ -92,14 +101,15 @@ def generate_responses(
     """
     tokenizer = Tokenizer()
     answered = read_responses(path, entries)
-    todo = [i for i, record in enumerate(answered) if record is None]
+    wanted = len(entries) if limit is None else min(limit, len(entries))
+    todo = [i for i, record in enumerate(answered[:wanted]) if record is None]
     prompts = {i: tokenizer.encode(style.prompt(entries[i])) for i in todo}
     todo.sort(key=lambda i: len(prompts[i]), reverse=True)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     new_tokens, began = 0, time.perf_counter()
     bar = tqdm(
-        total=len(entries),
-        initial=len(entries) - len(todo),
+        total=wanted,
+        initial=wanted - len(todo),
         desc="answering",
         unit="entry",
         disable=not progress,
@@ -117,11 +127,62 @@ def generate_responses(
                 generator=generator,
                 prepack_weights=prepack_weights,
             )
+            budget = token_budget([prompts[i] for i in batch], max_new_tokens, model)
             for index, tokens in zip(batch, answers, strict=True):
-                response = style.extract_response(tokenizer.decode(tokens))
-                answered[index] = {**entries[index], "model_response": response}
+                answered[index] = {
+                    **entries[index],
+                    "model_response": style.extract_response(tokenizer.decode(tokens)),
+                    "new_tokens": len(tokens),
+                    "ended": len(tokens) < budget,
+                }
                 new_tokens += len(tokens)
             write_json_atomic(path, answered)
             bar.update(len(batch))
     stats = GenerationStats(len(todo), new_tokens, time.perf_counter() - began)
-    return answered, stats
+    return answered[:wanted], stats
+
+
+def token_budget(prompts: Sequence[Sequence[int]], max_new_tokens: int, model: GPT) -> int:
+    """The most tokens `generate` makes for this batch: fewer only once the context is full.
+
+    The batch's prompts are left-padded to the longest (cut to context - 1, as `generate` does),
+    so an answer shorter than this ended with end-of-text.
+    """
+    context = model.config.context_length
+    longest = max(min(len(p), context - 1) for p in prompts)
+    return min(max_new_tokens, context - longest)
+
+
+def read_answers_file(path: Path, response_field: str) -> list[dict[str, Any]]:
+    """Entries answered elsewhere (a JSON list or JSON lines), with their `response_field` as
+    `model_response`; each needs `instruction`, `output` and that field."""
+    if not path.is_file():
+        raise MissingFile(f"no answers file {path}, in answers=; give a JSON or JSONL file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        records = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
+    except json.JSONDecodeError as error:
+        raise InvalidInput(
+            f"{path} is neither JSON nor JSON lines ({error}); fix the file"
+        ) from None
+    entries = []
+    for index, record in enumerate(records):
+        missing = [k for k in ("instruction", "output", response_field) if k not in record]
+        if missing:
+            raise InvalidInput(
+                f"entry {index} of {path} lacks {', '.join(missing)}; every entry needs "
+                f"instruction, output and the response in response_field={response_field!r}"
+            )
+        entries.append(
+            {
+                "instruction": record["instruction"],
+                "input": record.get("input", ""),
+                "output": record["output"],
+                "model_response": record[response_field],
+            }
+        )
+    return entries

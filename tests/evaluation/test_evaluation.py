@@ -4,93 +4,47 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tiktoken
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from transformers import GPT2LMHeadModel
 
 from lit_sft.cli.evaluate import evaluate
-from lit_sft.cli.train import train
-from lit_sft.data.entries import split_entries
-from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.evaluation import answers as answering
 from lit_sft.evaluation.answers import read_responses
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
-from lit_sft.evaluation.scoring import exact_match_scores, summarize
+from lit_sft.evaluation.scoring import exact_match_scores
+from lit_sft.evaluation.summary import summarize
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
 from lit_sft.report import read_scalar
-from lit_sft.run_dir import RunDir
-from tests.helpers.config import REPO, TINY_RUN, compose_config
-from tests.helpers.llm_server import FakeLLMServer, Reply
-
-SYNTHETIC_SIZE = int(
-    next(o for o in TINY_RUN if o.startswith("data.synthetic_size=")).split("=")[1]
+from tests.evaluation.support import (
+    QUICK,
+    answers_file,
+    answers_made,
+    copy_run,
+    eval_config,
+    only_result,
+    read_json,
+    results_of,
+    run_evaluate,
+    synthetic_test_split,
+    user_env,
 )
-QUICK = ["max_new_tokens=4", "batch_size=4"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder as `python train.py` leaves it, from a few steps of the tests' tiny GPT."""
-    run_dir = tmp_path_factory.mktemp("tiny_run")
-    cfg = compose_config(TINY_RUN, run_dir)
-    train(cfg)
-    # Hydra, not train(), writes the composed config; do what it does.
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    return run_dir
-
-
-def run_evaluate(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python evaluate.py <args>` as a user runs it, from the repository root."""
-    return subprocess.run(
-        [sys.executable, "evaluate.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def copy_run(run: Path, to: Path, weights: str = "model.safetensors") -> Path:
-    """A fresh folder with `run`'s config, summary, events and one of its weights files."""
-    shutil.copytree(run / ".hydra", to / ".hydra")
-    shutil.copy(run / "summary.json", to / "summary.json")
-    shutil.copytree(run / "tb", to / "tb")
-    (to / weights).parent.mkdir(parents=True, exist_ok=True)
-    (to / weights).symlink_to(run / weights)
-    return to
-
-
-def eval_config(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=list(overrides))
-
-
-def synthetic_test_split(size: int = SYNTHETIC_SIZE) -> list[dict[str, str]]:
-    return split_entries(synthetic_entries(size, seed=123))[1]
-
-
-def read_json(path: Path) -> object:
-    return json.loads(path.read_text(encoding="utf-8"))
+from tests.helpers.config import REPO, TINY_RUN
+from tests.helpers.llm_server import FakeLLMServer, Reply
 
 
 def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
     run = copy_run(tiny_run, tmp_path / "run")
     summary = evaluate(eval_config(f"run_dir={run}", "scorer=exact_match", *QUICK))
-    responses = read_json(RunDir(run).answers)
+    responses = read_json(answers_file(run))
     expected = synthetic_test_split()
     assert [{k: r[k] for k in expected[0]} for r in responses] == expected
     # Independently: transformers' greedy generation from the run's served folder, one prompt
@@ -105,13 +59,13 @@ def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
         assert record["model_response"] == style.extract_response(tokenizer.decode(new))
     hits = sum(r["model_response"].strip() == r["output"].strip() for r in responses)
     run_summary = read_json(run / "summary.json")
-    assert summary == read_json(RunDir(run).eval_summary)
+    assert summary == read_json(only_result(run).summary)
     assert summary["metric"] == "exact_match"
     n = len(expected)
     assert (summary["entries"], summary["scored"], summary["failures"]) == (n, n, 0)
     assert summary["mean"] == pytest.approx(100 * hits / n)
     assert summary["val_loss"] == pytest.approx(run_summary["val_loss"])
-    assert read_scalar(run, "eval/exact_match") == [
+    assert read_scalar(run, f"eval/{summary['result']}/mean") == [
         (run_summary["steps"], pytest.approx(summary["mean"]))
     ]
 
@@ -160,11 +114,9 @@ def test_exact_match_counts_the_right_answers(
     # Synthetic prompts are all of one length, so they are answered in split order (see
     # test_longest_prompts_are_answered_first); the answers file keeps the split's order too.
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert [r["instruction"] for r in read_json(RunDir(run).answers)] == [
-        e["instruction"] for e in split
-    ]
+    assert [r["instruction"] for r in answers_made(run)] == [e["instruction"] for e in split]
     right = sum(len(tokenizer.encode(f" {e['output']}\n")) for e in split[::2])
-    generation = summary["generation"]
+    generation = summary["timing"]["generated"]
     assert (generation["answers"], generation["new_tokens"]) == (8, right + 4 * 1)
     assert generation["tokens_per_sec"] == pytest.approx(
         generation["new_tokens"] / generation["seconds"]
@@ -193,8 +145,8 @@ def test_an_interrupted_evaluation_resumes(
     with pytest.raises(KeyboardInterrupt):
         evaluate(cfg)
     # Four answered, in their places among the twelve; the rest null until answered.
-    assert sum(r is not None for r in read_json(RunDir(run).answers)) == 4
-    assert not RunDir(run).eval_summary.exists()
+    assert len(answers_made(run)) == 4
+    assert results_of(run) == []  # no scorer, no summary yet
 
     def counting_generate(model, prompts, **kwargs):
         answered.append(len(prompts))
@@ -202,24 +154,26 @@ def test_an_interrupted_evaluation_resumes(
 
     monkeypatch.setattr(answering, "generate", counting_generate)
     resumed_summary = evaluate(cfg)
-    assert resumed_summary["entries"] == 12 and resumed_summary["generation"]["answers"] == 8
+    assert (
+        resumed_summary["entries"] == 12 and resumed_summary["timing"]["generated"]["answers"] == 8
+    )
     assert answered == [4, 4, 4]  # the first batch once, before the stop; the other two after
-    resumed = read_json(RunDir(run).answers)
+    resumed = read_json(answers_file(run))
     assert evaluate(cfg)["entries"] == 12 and answered == [4, 4, 4]  # nothing left to answer
 
     monkeypatch.setattr(answering, "generate", real_generate)
     uninterrupted = copy_run(tiny_run, tmp_path / "again")
     evaluate(eval_config(f"run_dir={uninterrupted}", *args))
-    assert read_json(RunDir(uninterrupted).answers) == resumed
+    assert read_json(answers_file(uninterrupted)) == resumed
 
 
 def test_weights_without_a_run_and_the_checkpoint_fallback(tiny_run: Path, tmp_path: Path) -> None:
     args = ["scorer=exact_match", "limit=4", *QUICK]
     evaluate(eval_config(f"run_dir={copy_run(tiny_run, tmp_path / 'run')}", *args))
-    reference = read_json(RunDir(tmp_path / "run").answers)
+    reference = read_json(answers_file(tmp_path / "run"))
     from_ckpt = copy_run(tiny_run, tmp_path / "ckpt", weights="checkpoints/last.ckpt")
     evaluate(eval_config(f"run_dir={from_ckpt}", *args))
-    assert read_json(RunDir(from_ckpt).answers) == reference
+    assert read_json(answers_file(from_ckpt)) == reference
     # The same model and data overrides as the run, given on the command line instead.
     same_as_run = [o for o in TINY_RUN if o.startswith(("model", "data"))]
     bare = eval_config(
@@ -230,7 +184,7 @@ def test_weights_without_a_run_and_the_checkpoint_fallback(tiny_run: Path, tmp_p
         *args,
     )
     summary = evaluate(bare)
-    assert read_json(RunDir(tmp_path / "bare").answers) == reference
+    assert read_json(answers_file(tmp_path / "bare")) == reference
     assert summary["entries"] == 4 and summary["val_loss"] is None
 
 
@@ -241,14 +195,8 @@ def test_a_run_brings_its_own_model_and_a_non_run_needs_one(tiny_run: Path, tmp_
         evaluate(eval_config(f"run_dir={tmp_path}", "weights=x.safetensors"))
     with pytest.raises(ValueError, match="unknown scorer"):
         evaluate(eval_config(f"run_dir={tiny_run}", "scorer=bleu"))
-
-
-@pytest.fixture
-def judge_server() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer()
-    server.start()
-    yield server
-    server.stop()
+    with pytest.raises(ValueError, match="limit=0 answers nothing"):
+        evaluate(eval_config(f"run_dir={tiny_run}", "limit=0"))
 
 
 def test_end_to_end_with_a_fake_ollama_judge(
@@ -258,10 +206,9 @@ def test_end_to_end_with_a_fake_ollama_judge(
     # The third answer's request is refused for good: recorded as a failure, not raised.
     judge_server.reply_with("90", "70", Reply(text="bad request", status=400), "40")
     args = [f"run_dir={run}", f"judge.url={judge_server.url}", "limit=5", *QUICK]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = run_evaluate(args, env)
+    done = run_evaluate(args, user_env())
     assert done.returncode == 0, done.stderr
-    summary = read_json(RunDir(run).eval_summary)
+    summary = read_json(only_result(run).summary)
     assert summary["metric"] == "judge"
     assert (summary["entries"], summary["scored"], summary["failures"]) == (5, 4, 1)
     assert summary["mean"] == pytest.approx((90 + 70 + 40 + 85) / 4)  # 85: the server's default
@@ -273,7 +220,7 @@ def test_end_to_end_with_a_fake_ollama_judge(
     ).read_text()
     chats = judge_server.chats
     assert len(chats) == 5
-    first = read_json(RunDir(run).answers)[0]
+    first = read_json(answers_file(run))[0]
     prompt = chats[0].body["messages"][0]["content"]
     assert first["instruction"] in prompt and first["model_response"] in prompt
     assert "### Instruction:" in prompt and chats[0].body["model"] == "llama3"
@@ -282,7 +229,7 @@ def test_end_to_end_with_a_fake_ollama_judge(
     summary = evaluate(eval_config(*args))
     assert (summary["scored"], summary["failures"]) == (5, 0)
     assert len(judge_server.chats) == 6
-    assert len(RunDir(run).scores.read_text().splitlines()) == 6
+    assert len(only_result(run).scores.read_text().splitlines()) == 6
 
 
 def test_end_to_end_with_a_fake_openai_judge_found_by_its_environment(
@@ -294,22 +241,17 @@ def test_end_to_end_with_a_fake_openai_judge_found_by_its_environment(
     try:
         server.reply_with("10", "20", "60")
         run = copy_run(tiny_run, tmp_path / "run")
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "OMP_NUM_THREADS": "1",
-            "OPENAI_BASE_URL": f"{server.url}/v1",
-            "OPENAI_API_KEY": "sk-test",
-        }
+        env = user_env(OPENAI_BASE_URL=f"{server.url}/v1", OPENAI_API_KEY="sk-test")
         args = [f"run_dir={run}", "judge=openai", "judge.model=judge-model", "limit=3", *QUICK]
         done = run_evaluate(args, env)
     finally:
         server.stop()
     assert done.returncode == 0, done.stderr
-    summary = read_json(RunDir(run).eval_summary)
+    summary = read_json(only_result(run).summary)
     assert (summary["metric"], summary["entries"], summary["scored"]) == ("judge", 3, 3)
     assert summary["mean"] == pytest.approx(30.0)
-    assert [json.loads(line)["score"] for line in RunDir(run).scores.read_text().splitlines()] == [
+    scores_path = only_result(run).scores
+    assert [json.loads(line)["score"] for line in scores_path.read_text().splitlines()] == [
         10.0,
         20.0,
         60.0,
@@ -329,8 +271,8 @@ def test_an_unreachable_judge_stops_early_and_keeps_the_answers(
     cfg = eval_config(f"run_dir={run}", f"judge.url=http://127.0.0.1:{port}", "limit=3", *QUICK)
     with pytest.raises(JudgeUnavailable, match="cannot reach the ollama judge"):
         evaluate(cfg)
-    assert len(read_json(RunDir(run).answers)) == 3
-    assert not RunDir(run).eval_summary.exists()
+    assert len(answers_made(run)) == 3
+    assert not any(scores.summary.exists() for _, scores in results_of(run))
 
 
 def test_summary_counts_failures_and_gives_a_normal_interval() -> None:
@@ -388,7 +330,7 @@ def test_the_readme_demo_then_exact_match(tmp_path: Path) -> None:
     """`python train.py experiment=demo`, then `python evaluate.py run_dir=... scorer=exact_match`,
     shrunk to a few steps and test entries."""
     run = tmp_path / "demo"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = user_env()
     shrink = ["data.synthetic_size=400", "trainer.max_steps=3", "trainer.limit_val_batches=1"]
     for command in (
         ["train.py", "experiment=demo", *shrink, f"hydra.run.dir={run}"],
@@ -399,11 +341,11 @@ def test_the_readme_demo_then_exact_match(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr[-3000:]
     assert read_json(run / "summary.json")["steps"] == 3
-    answers = read_json(RunDir(run).answers)
+    answers = answers_made(run)
     # The demo's test split: the synthetic set of 400 in the demo's prompt style, first 12.
     expected = synthetic_test_split(400)[:12]
     assert [{k: a[k] for k in expected[0]} for a in answers] == expected
     right = sum(a["model_response"].strip() == a["output"].strip() for a in answers)
-    summary = read_json(RunDir(run).eval_summary)
+    summary = read_json(only_result(run).summary)
     assert (summary["metric"], summary["entries"], summary["scored"]) == ("exact_match", 12, 12)
     assert (summary["failures"], summary["mean"]) == (0, pytest.approx(100 * right / 12))

@@ -20,8 +20,9 @@ from lit_sft.evaluation.judge import (
     read_scores,
     score_entries,
 )
-from lit_sft.evaluation.judge.client import judge_prompt, retry_after_s
+from lit_sft.evaluation.judge.client import retry_after_s
 from lit_sft.evaluation.judge.ollama import ollama_host_url
+from lit_sft.evaluation.judge.prompts import judge_prompt
 from tests.helpers.llm_server import FakeLLMServer, Reply
 
 SECRET = "sk-test-do-not-leak-4242"
@@ -316,7 +317,7 @@ def test_score_entries_writes_one_line_per_entry(
     results = score_entries(make_entries(3), judge, path, progress=False)
     assert [r.score for r in results.values()] == [10.0, None, 30.0]
     lines = scores_in_file(path)
-    assert lines[0] == {"index": 0, "score": 10.0, "samples": [10], "error": None}
+    assert lines[0] == {"index": 0, "repeat": 0, "score": 10.0, "samples": [10], "error": None}
     assert [(line["index"], line["score"]) for line in lines] == [(0, 10.0), (1, None), (2, 30.0)]
     assert "garbage" in lines[1]["error"]
     assert read_scores(path) == results
@@ -473,13 +474,13 @@ class CrashingJudge(Judge):
 
     crash_at = 6
 
-    def score(self, instruction: str, reference: str, response: str) -> JudgeResult:
+    def score(self, instruction: str, reference: str, response: str, **kw: int) -> JudgeResult:
         with self._sessions_lock:
             self.calls = getattr(self, "calls", 0) + 1
             crash = self.calls == self.crash_at
         if crash:
             raise KeyboardInterrupt
-        return super().score(instruction, reference, response)
+        return super().score(instruction, reference, response, **kw)
 
 
 class RecordingJudge(Judge):
@@ -525,12 +526,15 @@ def test_appending_after_a_complete_line_adds_no_blank_line(
 ) -> None:
     path = tmp_path / "new" / "nested" / "scores.jsonl"  # folders made as needed
     first = score_entries(make_entries(1), make_judge(server, sleeps), path, progress=False)
-    assert path.read_text() == '{"index": 0, "score": 85.0, "samples": [85], "error": null}\n'
+    assert (
+        path.read_text()
+        == '{"index": 0, "repeat": 0, "score": 85.0, "samples": [85], "error": null}\n'
+    )
     server.reply_with("40")
     score_entries(make_entries(2), make_judge(server, sleeps), path, progress=False)
     assert path.read_text().splitlines() == [
-        '{"index": 0, "score": 85.0, "samples": [85], "error": null}',
-        '{"index": 1, "score": 40.0, "samples": [40], "error": null}',
+        '{"index": 0, "repeat": 0, "score": 85.0, "samples": [85], "error": null}',
+        '{"index": 1, "repeat": 0, "score": 40.0, "samples": [40], "error": null}',
     ]
     assert first[0].score == 85.0
 

@@ -47,6 +47,8 @@ class FakeLLMServer:
     stop_after_chats: int | None = None  # go away for good once this many chats are answered
     # The reply to a chat body when none is queued (a reply that depends on the question).
     reply_for: Callable[[Any], Reply] | None = None
+    # The same per served model ("llama3", "qwen2"): several judges behind one server.
+    reply_by_model: dict[str, Callable[[Any], Reply]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     max_in_flight: int = 0  # the most chats answered at once
     # How `/api/tags` and `/v1/models` answer instead of listing `models`: its status (with
@@ -99,8 +101,11 @@ class FakeLLMServer:
         with self._lock:
             self.requests.append(request)
             reply = self.default_reply
+            model = request.body.get("model") if isinstance(request.body, dict) else None
             if request.path in CHAT_PATHS and self._queue:
                 reply = self._queue.popleft()
+            elif request.path in CHAT_PATHS and model in self.reply_by_model:
+                reply = self.reply_by_model[model](request.body)
             elif request.path in CHAT_PATHS and self.reply_for is not None:
                 reply = self.reply_for(request.body)
             n_chats = sum(r.path in CHAT_PATHS for r in self.requests)
@@ -223,6 +228,15 @@ class _Handler(BaseHTTPRequestHandler):
         for part in parts:
             self.wfile.write(part)
             self.wfile.flush()
+
+
+def rubric_reply(grade: int | str, reasoning: str = "") -> str:
+    """A reply to the rubric prompt as a chat model writes one: reasoning, then the grade."""
+    reasoning = reasoning or (
+        "The response addresses the instruction and matches the key points of the correct "
+        "output, though it is less precise in places."
+    )
+    return f"{reasoning}\n\nGrade: {grade}"
 
 
 def _message(path: str, text: str) -> dict[str, Any]:

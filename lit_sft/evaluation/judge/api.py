@@ -29,7 +29,13 @@ class JudgeSettings:
     # Requests in flight at once, for servers that batch them (vLLM, llama.cpp, Ollama with
     # OLLAMA_NUM_PARALLEL); the scores do not depend on it.
     concurrency: int = 1
+    # Scores asked per entry (seeds seed, seed + 1, ...); the entry's score is their mean.
     samples: int = 1
+    # Whole scorings of the same answers, kept apart to show the judge's self-consistency; repeat
+    # r asks with the seeds after those of repeat r - 1.
+    repeats: int = 1
+    # What the judge is asked (`lit_sft.evaluation.judge.prompts.PROMPTS`): book (0-100) or rubric.
+    prompt: str = "book"
     seed: int = 123
     temperature: float = 0.0
     num_ctx: int = 2048
@@ -39,11 +45,29 @@ class JudgeSettings:
     api_key_env: str = "OPENAI_API_KEY"
 
     def __post_init__(self) -> None:
-        if min(self.max_attempts, self.samples, self.concurrency) < 1:
+        if min(self.max_attempts, self.samples, self.repeats, self.concurrency) < 1:
             raise InvalidInput(
-                f"judge.max_attempts ({self.max_attempts}), judge.samples ({self.samples}) and "
-                f"judge.concurrency ({self.concurrency}) must be >= 1"
+                f"judge.max_attempts ({self.max_attempts}), judge.samples ({self.samples}), "
+                f"judge.repeats ({self.repeats}) and judge.concurrency ({self.concurrency}) "
+                "must be >= 1"
             )
+
+    def key(self) -> dict[str, Any]:
+        """What the scores depend on: the server, the model and how it is asked (not transport).
+
+        `url` is as given; `Judge` resolves None to the environment's address before keying.
+        """
+        return {
+            "scorer": "judge",
+            "api": self.api,
+            "url": self.url,
+            "model": self.model,
+            "prompt": self.prompt,
+            "temperature": float(self.temperature),  # 0 and 0.0 are one setting
+            "seed": self.seed,
+            "samples": self.samples,
+            "num_ctx": self.num_ctx,
+        }
 
 
 class BadReply(ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,14 +15,9 @@ from lit_sft.errors import InvalidInput, UserError
 from lit_sft.evaluation.judge.api import BadReply, JudgeSettings, ServerAPI
 from lit_sft.evaluation.judge.ollama import OllamaAPI
 from lit_sft.evaluation.judge.openai import OpenAIAPI
+from lit_sft.evaluation.judge.prompts import prompt_named
 
 APIS: Mapping[str, ServerAPI] = {api.name: api for api in (OllamaAPI(), OpenAIAPI())}
-
-# The prompt may mention the scale ("On a scale from 0 to 100, I'd give 85"); drop such ranges so
-# the first number left is the score.
-_SCALE = re.compile(r"\b0\s*(?:-|–|to)\s*100\b", re.IGNORECASE)
-# A sign or decimal part is captured so "-3" and "8.5" are rejected instead of read as 3 and 8.
-_NUMBER = re.compile(r"(?<![\w.])-?[0-9]+(?:\.[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -66,32 +60,6 @@ def retry_after_s(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def judge_prompt(instruction: str, reference: str, response: str) -> str:
-    """The request sent to the judge for one entry."""
-    return (
-        "You are grading how well a model followed an instruction.\n\n"
-        f"Instruction and input:\n{instruction}\n\n"
-        f"Correct output:\n{reference}\n\n"
-        f"Model response:\n{response}\n\n"
-        "Rate the model response on a scale from 0 to 100, where 100 means it is as good as the "
-        "correct output. Reply with the integer only."
-    )
-
-
-def parse_score(text: str) -> int:
-    """The first integer in the judge's reply; ValueError if there is none or it is not in 0-100."""
-    match = _NUMBER.search(_SCALE.sub(" ", text))
-    if match is None:
-        raise ValueError(f"no score in judge reply {text!r}")
-    number = match.group()
-    if "." in number:
-        raise ValueError(f"score {number} is not an integer in judge reply {text!r}")
-    score = int(number)
-    if not 0 <= score <= 100:
-        raise ValueError(f"score {score} is outside 0-100 in judge reply {text!r}")
-    return score
-
-
 def server_api(name: str) -> ServerAPI:
     """The adapter of the API called `name`."""
     try:
@@ -108,6 +76,7 @@ class Judge:
     ) -> None:
         self.api = server_api(settings.api)
         self.settings = replace(settings, url=self.api.base_url(settings.url))
+        self.prompt = prompt_named(settings.prompt)
         self._sleep = sleep
         # One session per thread (`concurrency` > 1 scores from several): requests' sessions
         # are not meant to be shared between threads.
@@ -118,7 +87,8 @@ class Judge:
     def __repr__(self) -> str:
         s = self.settings
         return (
-            f"Judge(url={s.url!r}, model={s.model!r}, api={s.api!r}, samples={s.samples}, "
+            f"Judge(url={s.url!r}, model={s.model!r}, api={s.api!r}, prompt={s.prompt!r}, "
+            f"samples={s.samples}, "
             f"api_key_env={s.api_key_env!r})"
         )
 
@@ -170,12 +140,18 @@ class Judge:
                 f"(it serves: {served}); {self.api.missing_model_hint(s.model)}"
             )
 
-    def score(self, instruction: str, reference: str, response: str) -> JudgeResult:
-        """Score one response; failures come back as a result with score None and the error."""
-        prompt = judge_prompt(instruction, reference, response)
+    def score(
+        self, instruction: str, reference: str, response: str, *, repeat: int = 0
+    ) -> JudgeResult:
+        """Score one response; failures come back as a result with score None and the error.
+
+        Repeat r of a self-consistency check asks with its own seeds, after those of repeats < r.
+        """
+        prompt = self.prompt.build(instruction, reference, response)
         samples: list[int] = []
+        first_seed = self.settings.seed + repeat * self.settings.samples
         for i in range(self.settings.samples):
-            score, error = self._sample(prompt, self.settings.seed + i)
+            score, error = self._sample(prompt, first_seed + i)
             if score is None:
                 return JudgeResult(score=None, samples=samples, error=error)
             samples.append(score)
@@ -188,7 +164,7 @@ class Judge:
         for attempt in range(1, attempts + 1):
             wait = s.backoff_s * 2 ** (attempt - 1)
             try:
-                return parse_score(self._ask(prompt, seed)), None
+                return self.prompt.parse(self._ask(prompt, seed)), None
             except _HTTPStatus as exc:
                 error = f"attempt {attempt}/{attempts}: {exc}"
                 if not exc.transient:

@@ -1,4 +1,5 @@
-"""The judge's scores on disk: a JSON line per entry, appended as it comes, read back on resume."""
+"""The judge's scores on disk: a JSON line per entry and repeat, appended as it comes, read back
+on resume."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from tqdm import tqdm
 from lit_sft.evaluation.judge.client import Judge, JudgeResult
 
 
-def read_scores(scores_path: Path) -> dict[int, JudgeResult]:
-    """The results recorded in a scores file; later lines win and unreadable lines are skipped."""
-    results: dict[int, JudgeResult] = {}
+def read_all_scores(scores_path: Path) -> dict[tuple[int, int], JudgeResult]:
+    """The results in a scores file by (entry, repeat); later lines win, bad ones are skipped.
+
+    Lines written before repeats existed carry no `repeat`: they are repeat 0.
+    """
+    results: dict[tuple[int, int], JudgeResult] = {}
     if not scores_path.exists():
         return results
     for line in scores_path.read_text(encoding="utf-8").splitlines():
@@ -25,10 +29,15 @@ def read_scores(scores_path: Path) -> dict[int, JudgeResult]:
         try:
             record = json.loads(line)
             result = JudgeResult(record["score"], list(record["samples"]), record["error"])
-            results[int(record["index"])] = result
+            results[int(record["index"]), int(record.get("repeat", 0))] = result
         except (ValueError, KeyError, TypeError):
             continue
     return results
+
+
+def read_scores(scores_path: Path, repeat: int = 0) -> dict[int, JudgeResult]:
+    """The results of one repeat recorded in a scores file, by entry."""
+    return {i: r for (i, rep), r in read_all_scores(scores_path).items() if rep == repeat}
 
 
 def _open_for_append(path: Path) -> IO[str]:
@@ -45,21 +54,26 @@ def _open_for_append(path: Path) -> IO[str]:
     return f
 
 
-def _append(f: IO[str], index: int, result: JudgeResult) -> None:
-    record = {"index": index} | asdict(result)
+def _append(f: IO[str], index: int, repeat: int, result: JudgeResult) -> None:
+    record = {"index": index, "repeat": repeat} | asdict(result)
     f.write(json.dumps(record) + "\n")
     f.flush()
     os.fsync(f.fileno())
 
 
-def _scored(
-    entries: list[dict[str, Any]], todo: Sequence[int], judge: Judge
-) -> Iterator[tuple[int, JudgeResult]]:
-    """(index, result) of each entry in `todo` as it is scored, `concurrency` at a time."""
+Key = tuple[int, int]  # (entry index, repeat)
 
-    def score(i: int) -> tuple[int, JudgeResult]:
-        entry = entries[i]
-        return i, judge.score(entry["instruction_text"], entry["output"], entry["model_response"])
+
+def _scored(
+    entries: list[dict[str, Any]], todo: Sequence[Key], judge: Judge
+) -> Iterator[tuple[Key, JudgeResult]]:
+    """((index, repeat), result) of each pair in `todo` as scored, `concurrency` at a time."""
+
+    def score(key: Key) -> tuple[Key, JudgeResult]:
+        entry = entries[key[0]]
+        texts = (entry["instruction_text"], entry["output"], entry["model_response"])
+        # Repeat 0 is the plain call, so a Judge subclass written before repeats keeps working.
+        return key, judge.score(*texts, repeat=key[1]) if key[1] else judge.score(*texts)
 
     if judge.settings.concurrency == 1:
         yield from map(score, todo)
@@ -82,25 +96,38 @@ def score_entries(
     Lines are appended as scores arrive, so with `concurrency` > 1 not in entry order; each line
     carries its entry's index, and the results are returned in entry order.
     """
-    results = read_scores(scores_path)
-    todo = [i for i in range(len(entries)) if i not in results or results[i].score is None]
+    return score_repeats(entries, judge, scores_path, repeats=1, progress=progress)[0]
+
+
+def score_repeats(
+    entries: list[dict[str, Any]],
+    judge: Judge,
+    scores_path: Path,
+    *,
+    repeats: int,
+    progress: bool = True,
+) -> list[dict[int, JudgeResult]]:
+    """`score_entries` `repeats` times over (repeat r with its own seeds); results per repeat."""
+    results = read_all_scores(scores_path)
+    keys = [(i, r) for r in range(repeats) for i in range(len(entries))]
+    todo = [k for k in keys if k not in results or results[k].score is None]
     if todo:
         judge.check_ready()
         failed = 0
         with (
             _open_for_append(scores_path) as f,
             tqdm(
-                total=len(entries),
-                initial=len(entries) - len(todo),
+                total=len(keys),
+                initial=len(keys) - len(todo),
                 desc="judging",
                 unit="entry",
                 disable=not progress,
             ) as bar,
         ):
-            for i, result in _scored(entries, todo, judge):
-                _append(f, i, result)
-                results[i] = result
+            for key, result in _scored(entries, todo, judge):
+                _append(f, *key, result)
+                results[key] = result
                 failed += result.score is None
                 bar.set_postfix(failed=failed)
                 bar.update()
-    return {i: results[i] for i in range(len(entries))}
+    return [{i: results[i, r] for i in range(len(entries))} for r in range(repeats)]
