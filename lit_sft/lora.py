@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -196,3 +197,23 @@ def save_adapters(
 def trainable_parameters(model: nn.Module) -> int:
     """Parameters that receive gradients (every one under full finetuning)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_adapter_checkpoint(
+    checkpoint: dict[str, Any], base_weights: str | None, needed: set[str]
+) -> None:
+    """Refuses to resume adapters on other base weights, or with other adapter settings (the
+    checkpoint's tensors must be exactly the `needed` trainable ones)."""
+    if checkpoint.get("base_weights") != base_weights:
+        raise InvalidInput(
+            f"the checkpoint's adapters were trained on base weights "
+            f"{checkpoint.get('base_weights')}, this run loads {base_weights}; "
+            "pass the same model.weights to resume"
+        )
+    saved = set(checkpoint["state_dict"])
+    if saved != needed:
+        raise InvalidInput(
+            f"the checkpoint holds {len(saved)} tensors, the adapters of this run need "
+            f"{len(needed)} (e.g. {sorted(needed ^ saved)[:2]}); resume with the run's own "
+            "adapter settings"
+        )

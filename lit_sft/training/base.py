@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_sft.errors import InvalidInput
-from lit_sft.lora import adapter_config, has_adapters
+from lit_sft.lora import adapter_config, check_adapter_checkpoint, has_adapters
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.training.losses import Batch
 from lit_sft.training.schedules import check_schedule, optimizer_steps, warmup_cosine
@@ -275,19 +275,7 @@ class TrainingModule(L.LightningModule):
         self._restore_accumulation(checkpoint.get("accumulation"))
         if not has_adapters(self.model):
             return
-        if checkpoint.get("base_weights") != self.base_weights:
-            raise InvalidInput(
-                f"the checkpoint's adapters were trained on base weights "
-                f"{checkpoint.get('base_weights')}, this run loads {self.base_weights}; "
-                "pass the same model.weights to resume"
-            )
-        saved, needed = set(checkpoint["state_dict"]), self.trainable_state_names()
-        if saved != needed:
-            raise InvalidInput(
-                f"the checkpoint holds {len(saved)} tensors, the adapters of this run need "
-                f"{len(needed)} (e.g. {sorted(needed ^ saved)[:2]}); resume with the run's own "
-                "adapter settings"
-            )
+        check_adapter_checkpoint(checkpoint, self.base_weights, self.trainable_state_names())
         # The frozen base came from `base_weights`, not from the checkpoint.
         self.strict_loading = False
 
