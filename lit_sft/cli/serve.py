@@ -1,0 +1,78 @@
+"""`python serve.py ...`: the model of a run (or of `weights=`) behind an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lit_sft.checkpoints import load_model
+from lit_sft.cli.sources import device_of, model_config, source_config, weights_path
+from lit_sft.errors import InvalidInput, exit_if_user_error
+from lit_sft.model import GPT
+from lit_sft.prompts import PromptStyle, prompt_style
+from lit_sft.serving import ServerSettings, serve_model
+
+DEFAULT_NAME = "lit_sft"
+
+
+def load_served(cfg: DictConfig) -> tuple[GPT, PromptStyle]:
+    """The model of `run_dir` (or `weights=`, `model=`, `prompt=`) and its prompt style."""
+    if cfg.run_dir is None and (cfg.get("model") is None or cfg.get("prompt") is None):
+        raise InvalidInput(
+            "serve.py needs run_dir=<run folder>, or weights=<file> model=<size> prompt=<style>"
+        )
+    source, is_run = source_config(cfg) if cfg.run_dir is not None else (cfg, False)
+    weights = weights_path(cfg, source, is_run)
+    if weights is None:
+        print("no weights given: serving a randomly initialised model", file=sys.stderr)
+    model = load_model(model_config(source), weights, device_of(cfg.device))
+    return model, prompt_style(source.prompt.name)
+
+
+def api_key(variable: str | None) -> str | None:
+    """The key in the environment variable `variable` (None: no key asked)."""
+    if variable is None:
+        return None
+    key = os.environ.get(variable, "")
+    if not key:
+        raise InvalidInput(
+            f"api_key_env={variable}, but the environment variable {variable} is empty or unset; "
+            f"export {variable}=<key> before starting the server"
+        )
+    return key
+
+
+def settings_of(cfg: DictConfig) -> ServerSettings:
+    """The server's name, key and limits from the config."""
+    for key in ("max_tokens", "max_batch_size", "max_queue", "max_request_bytes"):
+        if int(cfg[key]) < 1:
+            raise InvalidInput(f"{key}={cfg[key]}: it must be at least 1")
+    name = cfg.model_name
+    if name is None:
+        name = Path(cfg.run_dir).resolve().name if cfg.run_dir is not None else DEFAULT_NAME
+    return ServerSettings(
+        str(name), api_key(cfg.api_key_env), cfg.max_tokens, cfg.max_request_bytes
+    )
+
+
+def task(cfg: DictConfig) -> None:
+    """`serve.py`'s task; a user's mistake (missing run, key, options) is one line."""
+    try:
+        settings = settings_of(cfg)
+        model, style = load_served(cfg)
+        serve_model(
+            model,
+            style,
+            settings,
+            host=str(cfg.host),
+            port=int(cfg.port),
+            max_batch_size=cfg.max_batch_size,
+            max_queue=cfg.max_queue,
+            prepack_weights=cfg.prepack_weights,
+        )
+    except Exception as error:
+        exit_if_user_error(error)
+        raise
