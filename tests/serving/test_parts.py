@@ -107,10 +107,10 @@ def test_top_p_keeps_the_smallest_set_reaching_p_by_hand() -> None:
 def test_top_p_samples_follow_the_renormalised_nucleus() -> None:
     logits = torch.log(torch.tensor([[0.1, 0.45, 0.3, 0.15]]))
     generator = torch.Generator().manual_seed(0)
-    p = SamplingParams(temperature=1.0, top_p=0.8)
+    p = SamplingParams(temperature=1.0, top_p=0.7)
     draws = torch.cat([sample_row(logits, p, generator) for _ in range(3000)])
     counts = torch.bincount(draws, minlength=4).tolist()
-    assert counts[0] == counts[3] == 0  # outside the nucleus {0.45, 0.3, 0.15 -> 0.9 >= 0.8}
+    assert counts[0] == counts[3] == 0  # 0.45 + 0.3 >= 0.7: the nucleus is {0.45, 0.3}
     nucleus = [0.45 / 0.75, 0.3 / 0.75]
     assert chisquare(counts[1:3], [3000 * q for q in nucleus]).pvalue > 0.001
     # top_k first: with k = 1 only the most likely is left, whatever top_p allows.
