@@ -83,12 +83,13 @@ def create_app(served: ServedModel, settings: ServerSettings) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         engine = served.engine
-        waiting, running = len(engine.waiting), engine.running
         return {
             "status": "ok",
             "model": settings.model_name,
-            "waiting": waiting,
-            "running": running,
+            "waiting": len(engine.waiting),
+            "running": engine.running,
+            "max_batch_size": engine.max_batch_size,
+            "max_queue": engine.max_queue,
         }
 
     @app.get("/v1/models")
