@@ -1,0 +1,61 @@
+"""`python evaluate.py ... judge=openai judge.url=<served model>`: the served model judges a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from lit_sft.checkpoints import export_hf
+from lit_sft.model import GPT, GPTConfig
+from lit_sft.run_dir import RunDir
+from lit_sft.tokenizer import Tokenizer
+from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.serving.running import NAME, TINY, running_server
+
+
+def always_says(text: str) -> GPT:
+    """A GPT whose every next token is `text`'s one token: its final LayerNorm outputs a
+    constant vector, which the head maps onto that token alone."""
+    (token,) = Tokenizer().encode(text)
+    model = GPT(GPTConfig(**{**TINY, "context_length": 512})).eval()  # the judge prompt fits
+    with torch.no_grad():
+        model.final_norm.weight.zero_()
+        model.final_norm.bias.zero_()
+        model.final_norm.bias[0] = 1.0
+        model.out_head.weight.zero_()
+        model.out_head.weight[token, 0] = 1.0
+    return model
+
+
+def test_the_served_model_is_evaluate_pys_judge(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = compose_config(TINY_RUN, run)
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    arch = OmegaConf.to_container(cfg.model.arch, resolve=True)
+    torch.manual_seed(0)
+    export_hf(GPT(GPTConfig(**arch)).eval(), run)
+    # max_tokens=1: the judge's reply is the one token "85", which evaluate reads as the score.
+    with running_server(always_says("85"), max_tokens=1) as judge:
+        args = [f"run_dir={run}", "judge=openai", f"judge.url={judge.url}", f"judge.model={NAME}"]
+        args += ["limit=3", "max_new_tokens=4", "batch_size=4"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(
+            [sys.executable, "evaluate.py", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        judged = sum(judge.engine.batch_sizes)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(RunDir(run).eval_summary.read_text())
+    assert (summary["entries"], summary["scored"], summary["failures"]) == (3, 3, 0)
+    assert summary["mean"] == 85.0 and judged == 3
