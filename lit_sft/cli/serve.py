@@ -13,7 +13,8 @@ from lit_sft.cli.sources import device_of, model_config, source_config, weights_
 from lit_sft.errors import InvalidInput, exit_if_user_error
 from lit_sft.model import GPT
 from lit_sft.prompts import PromptStyle, prompt_style
-from lit_sft.serving import ServerSettings, serve_model
+from lit_sft.serving.app import ServerSettings
+from lit_sft.serving.server import serve_model
 
 DEFAULT_NAME = "lit_sft"
 

@@ -15,7 +15,7 @@ import uvicorn
 from lit_sft.generation import generate
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import PromptStyle, prompt_style
-from lit_sft.serving import ServedModel, ServerSettings, create_app
+from lit_sft.serving.app import ServedModel, ServerSettings, create_app
 from lit_sft.serving.engine import Engine
 from lit_sft.tokenizer import Tokenizer
 
