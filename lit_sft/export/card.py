@@ -84,7 +84,7 @@ def model_card(facts: RunFacts, repo_id: str) -> str:
     config = facts.config
     style = config["prompt"]["name"]
     data = config.get("data", {})
-    dataset = data.get("path") or data.get("_target_", "").rsplit(".", 1)[-1] or "unknown"
+    dataset = data.get("path") or f"synthetic ({data.get('synthetic_size')} entries)"
     example = render_chat(prompt_style(style), [{"role": "user", "content": "<instruction>"}])
     losses = [
         f"- {name}: {facts.summary[key]:.4f}"

@@ -1,11 +1,14 @@
 """A local stand-in for the Hugging Face Hub (as huggingface_hub 2.x talks to it) and web servers.
 
-Point huggingface_hub at it with `endpoint=server.url` or `HF_ENDPOINT=<server.url>`.
+Point huggingface_hub at it with `endpoint=server.url` or `HF_ENDPOINT=<server.url>`. Uploads
+(`create_repo`, `upload_folder`) land in `repos` as regular files, and each commit in `commits`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +42,16 @@ class HostedFile:
     def __post_init__(self) -> None:
         self.sha256 = hashlib.sha256(self.data).hexdigest()
         self.git_sha1 = hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
+
+
+@dataclass
+class Commit:
+    """One upload: the repository, its revision, the message and the files' paths."""
+
+    repo: str
+    revision: str
+    summary: str
+    paths: list[str]
 
 
 def commit_of(repo: str, revision: str) -> str:
@@ -75,6 +88,8 @@ class HubServer:
         self.repos: dict[str, dict[str, dict[str, HostedFile]]] = {}
         self.static: dict[str, HostedFile] = {}
         self.requests: list[LoggedRequest] = []
+        self.private: dict[str, bool] = {}  # repositories created through the API
+        self.commits: list[Commit] = []
         self.token: str | None = None
         self.bytes_sent = 0
         self.cut_after: int | None = None
@@ -130,6 +145,40 @@ class HubServer:
         hosted = revisions[revision].get(filename)
         return (200, commit, hosted) if hosted else (404, commit, "EntryNotFound")
 
+    def accept(self, path: str, body: bytes) -> tuple[int, dict]:
+        """(status, JSON reply) of an upload API call: create a repository, commit files."""
+        if path == "/api/repos/create":
+            request = json.loads(body)
+            repo = f"{request['organization'] or 'user'}/{request['name']}"
+            if f"/{repo}" in self.repos:
+                return 409, {
+                    "error": "You already created this model repo",
+                    "url": f"{self.url}/{repo}",
+                }
+            self.repos[f"/{repo}"] = {"main": {}}
+            self.private[repo] = request.get("visibility") == "private"
+            return 200, {"url": f"{self.url}/{repo}"}
+        if path == "/api/validate-yaml":
+            return 200, {"errors": [], "warnings": []}
+        repo, _, rest = path.removeprefix("/api/models/").partition("/")
+        name, _, rest = rest.partition("/")
+        repo, (action, _, revision) = f"{repo}/{name}", rest.partition("/")
+        if f"/{repo}" not in self.repos:
+            return 404, {"error": "Repository not found"}
+        if action == "preupload":
+            paths = [f["path"] for f in json.loads(body)["files"]]
+            return 200, {"files": [{"path": p, "uploadMode": "regular", "shouldIgnore": False}
+                                   for p in paths]}  # fmt: skip
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        files = [line["value"] for line in lines if line["key"] == "file"]
+        for file in files:
+            self.add_file(repo, base64.b64decode(file["content"]), file["path"], lfs=False)
+        self.commits.append(Commit(repo, revision, lines[0]["value"]["summary"],
+                                   [f["path"] for f in files]))  # fmt: skip
+        commit = commit_of(repo, revision)
+        url = f"{self.url}/{repo}/commit/{commit}"
+        return 200, {"commitUrl": url, "commitOid": commit, "pullRequestUrl": None}
+
     def _serve(self) -> None:
         # A short poll interval so that `stop` returns quickly.
         self._httpd.serve_forever(poll_interval=0.01)
@@ -159,6 +208,22 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             self._answer(send_body=True)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"] or 0))
+            auth = self.headers["Authorization"]
+            with hub.lock:
+                hub.requests.append(LoggedRequest("POST", self.path, None, auth))
+            if hub.token is not None and auth != f"Bearer {hub.token}":
+                status, reply = 401, {"error": "Invalid username or password."}
+            else:
+                status, reply = hub.accept(self.path.partition("?")[0], body)
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _answer(self, send_body: bool) -> None:
             if self.path == AGENT_REGISTRY:
