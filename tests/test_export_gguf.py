@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lit_sft.checkpoints import export_hf
+from lit_sft.checkpoints import _hf_name_map, export_hf
 from lit_sft.export.gguf import export_gguf, gguf_name, modelfile
 from lit_sft.generation import generate
 from lit_sft.model import GPT, GPTConfig
@@ -156,3 +156,12 @@ def test_llama_cpp_generates_lit_sfts_greedy_tokens(tmp_path: Path) -> None:
             break
     assert theirs == ours
     assert np.isfinite(llm.scores[: len(prompt)]).all()
+
+
+def test_tensor_names_are_llama_cpps_for_gpt2s() -> None:
+    """Each tensor's GGUF name is the one llama.cpp's converter gives the same Hugging Face one."""
+    llama_names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, 2)
+    for hf_name, (ours, _) in _hf_name_map(2).items():
+        prefix = "" if hf_name.startswith("lm_head") else "transformer."
+        theirs = llama_names.get_name(prefix + hf_name, try_suffixes=(".weight", ".bias"))
+        assert gguf_name(ours) == theirs, hf_name
