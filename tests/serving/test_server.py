@@ -186,8 +186,11 @@ def test_a_full_queue_answers_429_and_the_waiting_requests_still_finish(model: G
             wait_until(lambda: server.engine.running == 1)
             waiting = pool.submit(ask, server.url, QUESTIONS[1], 4, True)
             wait_until(lambda: len(server.engine.waiting) == 1)
-            with pytest.raises(openai.RateLimitError) as full:
-                ask(server.url, QUESTIONS[2], 4, False)
+            messages = [{"role": "user", "content": QUESTIONS[2]}]
+            with pytest.raises(openai.RateLimitError) as full:  # at once, not after a wait
+                client(server.url, timeout=5).chat.completions.create(
+                    model=NAME, messages=messages, max_tokens=4
+                )
             assert full.value.code == "queue_full"
             assert full.value.response.headers["retry-after"] == "1"
             probe.gate.set()
