@@ -1,4 +1,13 @@
-"""`python -m lit_sft.export`: a run's serving folder, GGUF and Hub upload from the command line."""
+"""`python -m lit_sft.export`: a run as others use it, from the command line.
+
+`python -m lit_sft.export <run folder or weights file> <out_dir>` writes, for any checkpoint
+(model.safetensors, last.ckpt, best-step*.ckpt), the Hugging Face GPT-2 layout: model.safetensors
+and config.json, generation_config.json, GPT-2's tokenizer files with the run's prompt style as a
+chat template, and a model card (README.md), offline. A LoRA run's folder holds its weights with
+the adapters merged; `--adapters-only` writes its adapters alone. `--gguf [--gguf-type
+f32|f16|q8_0]` adds model-<type>.gguf and an Ollama Modelfile; `--push-to-hub OWNER/NAME
+[--private]` uploads the folder (without <out_dir>: from a temporary one).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +20,22 @@ from typing import Any
 
 from lit_sft.checkpoints import load_model
 from lit_sft.errors import InvalidInput, UserError, one_line
-from lit_sft.export import card, hf
+from lit_sft.export.card import RunFacts, model_card
 from lit_sft.export.gguf import GGUF_TYPES, export_gguf
+from lit_sft.export.hf import (
+    MODEL_SIZES,
+    export_adapters,
+    export_for_serving,
+    model_config,
+    source_of,
+)
 from lit_sft.export.publish import push_folder
 from lit_sft.prompts import PROMPT_STYLES, prompt_style
 from lit_sft.run_dir import RunDir
 
 
 def parser() -> argparse.ArgumentParser:
-    from lit_sft.export import __doc__ as doc
-
-    p = argparse.ArgumentParser(prog="python -m lit_sft.export", description=doc)
+    p = argparse.ArgumentParser(prog="python -m lit_sft.export", description=__doc__)
     p.add_argument("source", type=Path, help="a run folder, or a weights file")
     p.add_argument("out_dir", type=Path, nargs="?", help="the folder to write (created if needed)")
     p.add_argument(
@@ -45,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.adapters_only:
             out = args.out_dir or Path(tempfile.mkdtemp(prefix="lit_sft-adapters-"))
-            print(f"wrote {hf.export_adapters(RunDir(args.source), out)}", file=sys.stderr)
+            print(f"wrote {export_adapters(RunDir(args.source), out)}", file=sys.stderr)
             _push(out, args)
             return
         if args.out_dir is not None:
@@ -59,16 +73,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def export(args: argparse.Namespace, out: Path) -> None:
     """The serving folder (+ card, GGUF) of `args.source` in `out`, then the upload if asked."""
-    run, weights = hf.source_of(args.source)
+    run, weights = source_of(args.source)
     config = _config(run, args.model)
     style_name = args.prompt or (run is not None and config["prompt"]["name"]) or None
     style = prompt_style(style_name) if style_name else None
-    model = load_model(hf.model_config(config), weights)
-    hf.export_for_serving(model, out, style)
+    model = load_model(model_config(config), weights)
+    export_for_serving(model, out, style)
     print(f"exported {weights} to {out}", file=sys.stderr)
     name = args.push_to_hub or (run.path.name if run else weights.stem)
     if run is not None:
-        (out / "README.md").write_text(card.model_card(_facts(run, config), name), "utf-8")
+        (out / "README.md").write_text(model_card(_facts(run, config), name), "utf-8")
     if args.gguf:
         for path in export_gguf(model, out, args.gguf_type, style, name):
             print(f"wrote {path}", file=sys.stderr)
@@ -89,14 +103,14 @@ def _config(run: RunDir | None, model: str | None) -> dict[str, Any]:
         return named_model_config(model)
     if run is None:
         raise InvalidInput(
-            f"a weights file outside a run folder needs its size: pass --model {hf.MODEL_SIZES}"
+            f"a weights file outside a run folder needs its size: pass --model {MODEL_SIZES}"
         )
     return saved_config(run.config, run.path)
 
 
-def _facts(run: RunDir, config: dict[str, Any]) -> card.RunFacts:
+def _facts(run: RunDir, config: dict[str, Any]) -> RunFacts:
     from lit_sft.cli.compose import saved_config
 
     eval_config_path = run.eval_dir / ".hydra" / "config.yaml"
     eval_config = saved_config(eval_config_path, run.path) if eval_config_path.is_file() else None
-    return card.RunFacts(config, run.read_summary(), run.read_eval_summary(), eval_config)
+    return RunFacts(config, run.read_summary(), run.read_eval_summary(), eval_config)
