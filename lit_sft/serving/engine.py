@@ -1,11 +1,12 @@
-"""The generation engine: one thread decodes the waiting requests together, through the KV cache.
+"""The generation engine: one thread decodes all requests together, through one KV cache.
 
-Requests wait in a bounded queue. When the thread is free it takes as many as fit one batch (at
-most `max_batch_size`, and together within the context: the longest prompt plus the largest
-`max_tokens`), decodes them as `lit_sft.generation` does (left-padded rows, one cache), and hands
-each request its text as it grows. A request that ends (end-of-text, a stop string, its
-`max_tokens`, or its client gone) leaves the batch at once, so later steps compute only the rows
-still decoding. Requests that arrive meanwhile wait for the next batch.
+Requests wait in a bounded queue. When the thread is free it starts a batch of as many as fit
+(at most `max_batch_size`, and together within the context: the longest prompt plus the largest
+`max_tokens`) and decodes them as `lit_sft.generation` does (left-padded rows, one cache with a
+column for every position the context allows). Between two steps, waiting requests join the
+batch while it has room (`lit_sft.serving.joining`), and each request hands its text on as it
+grows. A request that ends (end-of-text, a stop string, its `max_tokens`, or its client gone)
+leaves the batch at once, so later steps compute only the rows still decoding.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from lit_sft.generation import DecodingRows, last_logits, left_pad
 from lit_sft.model import GPT
 from lit_sft.prepack import prepacked_linears
+from lit_sft.serving.joining import add_rows, can_join
 from lit_sft.serving.sampling import SamplingParams, choose_tokens
 from lit_sft.serving.text import TextStream
 from lit_sft.tokenizer import END_OF_TEXT, Tokenizer
@@ -84,7 +86,10 @@ class Engine:
         self.device = next(model.parameters()).device
         self.waiting: deque[Job] = deque()
         self.running = 0  # jobs in the batch being decoded
-        self.batch_sizes: list[int] = []  # the size of each batch decoded, for tests and benchmarks
+        self.batch_sizes: list[
+            int
+        ] = []  # the size each batch started with, for tests and benchmarks
+        self.joined = 0  # jobs that joined a batch already decoding
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name="lit_sft-engine", daemon=True)
@@ -149,13 +154,14 @@ class Engine:
         return max(len(j.prompt) for j in jobs) + max(j.max_tokens for j in jobs) <= self.context
 
     def _decode(self, batch: list[Job]) -> None:
-        """Decodes `batch` until each job has ended, emitting every job's text as it grows."""
+        """Decodes `batch`, and the jobs that join it, until each has ended."""
         prompt_ids, prompt_real = left_pad([job.prompt for job in batch], pad_id=0)
-        steps = max(job.max_tokens for job in batch)
+        # Room for every column the context allows, so that later requests can join.
+        steps = self.context - prompt_ids.shape[1]
         rows = DecodingRows.start(self.model, prompt_ids, prompt_real, steps, True, self.device)
         generators = [job.sampling.generator(self.device) for job in batch]
         texts = [TextStream(self.tokenizer, job.stop) for job in batch]
-        for _ in range(steps):
+        while len(rows.index):
             active = rows.index.tolist()
             with torch.inference_mode():
                 logits = last_logits(self.model, rows.forward(self.model)).float()
@@ -168,10 +174,29 @@ class Engine:
                 if self._advance(batch[i], texts[i], token)
             ]
             rows.done[ended] = True
-            if bool(rows.done.all()):
-                return
             if ended:
                 rows.drop_done()
+            if joining := self._joining(rows):
+                add_rows(self.model, rows, [job.prompt for job in joining], len(batch))
+                batch += joining
+                generators += [job.sampling.generator(self.device) for job in joining]
+                texts += [TextStream(self.tokenizer, job.stop) for job in joining]
+            self.running = len(rows.index)
+
+    def _joining(self, rows: DecodingRows) -> list[Job]:
+        """The waiting jobs that join the batch now, first come first served, while they fit."""
+        joining: list[Job] = []
+        with self._wake:
+            while self.waiting and len(rows.index) + len(joining) < self.max_batch_size:
+                job = self.waiting[0]
+                if job.cancelled.is_set():
+                    self.waiting.popleft().emit(Finished("cancelled", 0))
+                elif can_join(rows, len(job.prompt), job.max_tokens):
+                    joining.append(self.waiting.popleft())
+                else:
+                    break
+        self.joined += len(joining)
+        return joining
 
     def _advance(self, job: Job, text: TextStream, token: int) -> bool:
         """Gives `job` its next token; whether the job has ended (and emitted Finished)."""

@@ -90,8 +90,9 @@ def test_several_clients_at_once_are_batched_and_each_gets_its_own_answer(model:
         probe.gate.set()
         answers = [first.result(timeout=60)] + [f.result(timeout=60) for f in rest]
     assert answers == expected
-    assert server.engine.batch_sizes == [1, len(QUESTIONS) - 1]
-    assert max(probe.rows) == len(QUESTIONS) - 1
+    # The others joined the first request's batch after its first step: six rows decoded at once.
+    assert server.engine.batch_sizes == [1] and server.engine.joined == len(QUESTIONS) - 1
+    assert max(probe.rows) == len(QUESTIONS)
 
 
 def test_completions_take_text_or_tokens_and_stop_before_a_stop_string(model: GPT) -> None:
@@ -204,7 +205,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(model: GPT) -> None:
     probe.gate.clear()
     body = {"model": NAME, "messages": [{"role": "user", "content": QUESTIONS[0]}]}
     with running_server(model) as server, ThreadPoolExecutor(2) as pool:
-        # A first request holds the engine until both others wait, so they share one batch.
+        # A first request holds the engine until both others wait, so they join it together.
         blocker = pool.submit(ask, server.url, QUESTIONS[2], 1, False)
         wait_until(lambda: server.engine.running == 1)
         stays = pool.submit(ask, server.url, QUESTIONS[1], 60, True)
@@ -219,7 +220,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(model: GPT) -> None:
                 if chunks == 4:
                     break
         assert blocker.result(timeout=60) and stays.result(timeout=60) == staying
-        assert server.engine.batch_sizes == [1, 2]
+        assert server.engine.batch_sizes == [1] and server.engine.joined == 2
     rows = probe.rows[steps_before + 1 :]  # the shared batch's steps
     # The leaving row is dropped a few steps after its client left, not after its 60 tokens.
     assert rows.count(2) < 20 and rows.count(1) > 30
