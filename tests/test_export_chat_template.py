@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from lit_sft.data.sft import encode_entry
+from lit_sft.data.encoding import encode_entry
 from lit_sft.export import export_for_serving
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import PROMPT_STYLES, prompt_style

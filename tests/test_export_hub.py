@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 from lit_sft.checkpoints import export_hf
@@ -32,10 +31,12 @@ def run(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     export_hf(GPT(GPTConfig(**arch)).eval(), folder)
     (folder / "summary.json").write_text(json.dumps(SUMMARY))
-    (folder / "eval" / ".hydra").mkdir(parents=True)
-    (folder / "eval" / "eval-summary.json").write_text(json.dumps(EVALUATION))
-    judge = {"run_dir": str(folder), "judge": {"api": "ollama", "model": "llama3"}}
-    (folder / "eval" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(judge))
+    scored = folder / "eval" / "greedy-max256" / "judge-ollama-llama3"  # as evaluate.py keys it
+    scored.mkdir(parents=True)
+    (scored.parent / "settings.json").write_text("{}")
+    (scored / "settings.json").write_text("{}")
+    judge = {"scorer": "judge", "api": "ollama", "model": "llama3"}
+    (scored / "summary.json").write_text(json.dumps({**EVALUATION, "scorer": judge}))
     return folder
 
 

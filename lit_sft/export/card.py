@@ -73,7 +73,9 @@ def _evaluation(facts: RunFacts) -> list[str]:
         ci = ev.get("ci95")
         interval = f" (95 % interval {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
         lines.append(f"- mean score: {ev['mean']:.2f}{interval}")
-    judge = (facts.eval_config or {}).get("judge")
+    # The summary names its judge (`scorer`); older evaluations left it in their Hydra config.
+    scorer = ev.get("scorer")
+    judge = scorer if isinstance(scorer, Mapping) else (facts.eval_config or {}).get("judge")
     if ev.get("metric") == "judge" and judge:
         lines.append(f"- judge: {judge.get('model')} through the {judge.get('api')} API")
     return lines

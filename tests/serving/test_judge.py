@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -56,6 +55,7 @@ def test_the_served_model_is_evaluate_pys_judge(tmp_path: Path) -> None:
         )
         judged = sum(judge.engine.batch_sizes)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(RunDir(run).eval_summary.read_text())
+    summary = RunDir(run).read_eval_summary()
+    assert summary is not None
     assert (summary["entries"], summary["scored"], summary["failures"]) == (3, 3, 0)
     assert summary["mean"] == 85.0 and judged == 3
