@@ -25,6 +25,7 @@ from lit_sft.export import export_for_serving
 from lit_sft.files import write_json_atomic
 from lit_sft.loggers import finish, reopen_arguments
 from lit_sft.lora import LoRAConfig, add_adapters, merge_adapters
+from lit_sft.prompts import prompt_style
 from lit_sft.run_dir import RunDir
 from lit_sft.training.callbacks import RunSummary, failure_summary
 from lit_sft.training.console import closing_line, header_line, quiet_lightning, weights_source
@@ -165,7 +166,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         finish(loggers.values())
     if cfg.export_weights and trainer.is_global_zero:
         # LoRA adapters are folded into the weights: the export is a plain GPT-2.
-        export_for_serving(merge_adapters(module.model), run_dir)
+        export_for_serving(merge_adapters(module.model), run_dir, prompt_style(cfg.prompt.name))
     if trainer.is_global_zero:
         log.info(closing_line(result, run_dir))
     return result

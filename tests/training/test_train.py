@@ -14,7 +14,9 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lit_sft.checkpoints import load_weights
 from lit_sft.cli.train import train
+from lit_sft.export.chat_template import chat_template
 from lit_sft.model import GPT, GPTConfig
+from lit_sft.prompts import prompt_style
 from tests.helpers.callbacks import read_batch_log
 from tests.helpers.config import scalars
 
@@ -89,6 +91,9 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tiny_config, tmp_path:
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "config.json").is_file()
     served = ("generation_config.json", "vocab.json", "merges.txt", "tokenizer_config.json")
     assert all((run_dir / name).is_file() for name in served)  # tests/test_export.py: contents
+    # The run's own prompt style travels as the chat template (tests/test_export_chat_template.py).
+    tokenizer_config = json.loads((run_dir / "tokenizer_config.json").read_text())
+    assert tokenizer_config["chat_template"] == chat_template(prompt_style("alpaca"))
 
 
 def test_a_run_ending_between_validations_validates_its_final_weights(tiny_config) -> None:
