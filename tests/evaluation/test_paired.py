@@ -1,0 +1,136 @@
+"""Paired statistics of two models' scores, checked against scipy and sums worked by hand."""
+
+from __future__ import annotations
+
+import random
+from math import comb
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lit_sft.errors import InvalidInput
+from lit_sft.evaluation.paired import (
+    BOOTSTRAP_RESAMPLES,
+    bootstrap_ci95,
+    entry_key,
+    keyed_scores,
+    paired_stats,
+)
+
+
+def entries(n: int) -> list[dict[str, str]]:
+    return [
+        {"instruction": f"Question {i}", "input": "", "output": f"answer {i}"} for i in range(n)
+    ]
+
+
+def keyed(scores: list[float | None]) -> dict[str, float | None]:
+    return keyed_scores(entries(len(scores)), scores)
+
+
+A = [50.0, 60, 70, 80, 90, 40, 30, 20, 55, 65, 75, 85]
+B = [60.0, 70, 70, 95, 80, 60, 45, 20, 70, 90, 75, 85]  # 7 wins, 4 ties, 1 loss
+
+
+def sign_test_by_hand(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: twice the binomial tail of the rarer sign, capped at 1."""
+    n, k = wins + losses, min(wins, losses)
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def test_paired_stats_match_scipy_and_hand_sums() -> None:
+    result = paired_stats(keyed(A), keyed(B))
+    differences = np.array(B) - np.array(A)
+    assert result.n == 12
+    assert result.mean_a == pytest.approx(sum(A) / 12)
+    assert result.mean_b == pytest.approx(sum(B) / 12)
+    assert result.diff == pytest.approx((sum(B) - sum(A)) / 12)
+    assert (result.wins, result.ties, result.losses) == (7, 4, 1)
+    assert result.p_value == pytest.approx(sign_test_by_hand(7, 1))  # 0.0703125
+    assert result.p_value == pytest.approx(0.0703125)
+    reference = stats.bootstrap(
+        (differences,), np.mean, n_resamples=20_000, method="percentile", random_state=1
+    ).confidence_interval
+    # Two bootstraps draw different resamples: their ends agree to about a point here.
+    assert result.ci95[0] == pytest.approx(reference.low, abs=1.0)
+    assert result.ci95[1] == pytest.approx(reference.high, abs=1.0)
+    assert result.ci95[0] < result.diff < result.ci95[1]
+
+
+def test_losses_and_wins_are_from_b_side() -> None:
+    swapped = paired_stats(keyed(B), keyed(A))
+    assert (swapped.wins, swapped.losses) == (1, 7)
+    assert swapped.diff == pytest.approx(-paired_stats(keyed(A), keyed(B)).diff)
+
+
+def test_bootstrap_is_seeded_and_resamples_enough() -> None:
+    differences = np.array(B) - np.array(A)
+    assert BOOTSTRAP_RESAMPLES >= 10_000
+    assert bootstrap_ci95(differences, seed=3) == bootstrap_ci95(differences, seed=3)
+    # Worked by hand: resampling indices with numpy's generator, one resample per row.
+    rng = np.random.default_rng(5)
+    means = differences[rng.integers(0, 12, size=(2_000, 12))].mean(axis=1)
+    expected = tuple(np.percentile(means, [2.5, 97.5]))
+    assert bootstrap_ci95(differences, resamples=2_000, seed=5) == pytest.approx(expected)
+
+
+def test_one_entry() -> None:
+    result = paired_stats(keyed([40.0]), keyed([70.0]))
+    assert (result.n, result.wins, result.ties, result.losses) == (1, 1, 0, 0)
+    assert result.diff == 30.0
+    assert result.ci95 == (30.0, 30.0)
+    assert result.p_value == 1.0  # one sign is no evidence
+
+
+def test_all_ties() -> None:
+    result = paired_stats(keyed([0.0, 100, 100]), keyed([0.0, 100, 100]))
+    assert (result.wins, result.ties, result.losses) == (0, 3, 0)
+    assert result.diff == 0.0
+    assert result.ci95 == (0.0, 0.0)
+    assert result.p_value == 1.0
+
+
+def test_entries_are_matched_by_content_not_position() -> None:
+    items = entries(len(A))
+    order = list(range(len(A)))
+    random.Random(0).shuffle(order)
+    shuffled_b = keyed_scores([items[i] for i in order], [B[i] for i in order])
+    matched = paired_stats(keyed_scores(items, A), shuffled_b)
+    assert matched == paired_stats(keyed(A), keyed(B))
+    # Pairing by position would have compared other entries' scores.
+    by_position = paired_stats(keyed(A), keyed([B[i] for i in order]))
+    assert (by_position.wins, by_position.losses) != (matched.wins, matched.losses)
+
+
+def test_different_test_splits_are_one_clear_error() -> None:
+    other = keyed_scores(entries(13)[1:], B)
+    with pytest.raises(InvalidInput, match=r"different test splits .*1 only in A, 1 only in B"):
+        paired_stats(keyed(A), other)
+
+
+def test_entries_without_a_score_are_left_out_and_counted() -> None:
+    result = paired_stats(keyed([10.0, None, 30.0]), keyed([20.0, 50.0, None]))
+    assert (result.n, result.unpaired, result.diff) == (1, 2, 10.0)
+    with pytest.raises(InvalidInput, match="no test entry has a score from both"):
+        paired_stats(keyed([None, 1.0]), keyed([1.0, None]))
+
+
+def test_entry_key_is_the_content() -> None:
+    entry = {"instruction": "Add 1 + 2", "input": "", "output": "3"}
+    assert entry_key(entry) == entry_key({**entry, "model_response": "4"})
+    assert entry_key(entry) == entry_key({"instruction": "Add 1 + 2", "output": "3"})
+    for field in ("instruction", "output"):
+        assert entry_key(entry) != entry_key({**entry, field: entry[field] + " "})
+    assert entry_key(entry) != entry_key({**entry, "input": "x"})
+    # The fields stay apart: moving text from one field into another is another entry.
+    assert entry_key({"instruction": "a", "input": "b", "output": ""}) != entry_key(
+        {"instruction": "a", "input": "", "output": "b"}
+    )
+
+
+def test_a_repeated_entry_keeps_both_scores() -> None:
+    twice = entries(1) * 2
+    scores = keyed_scores(twice, [10.0, 30.0])
+    assert sorted(scores.values()) == [10.0, 30.0]
+    assert len(scores) == 2
