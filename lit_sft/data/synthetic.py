@@ -101,6 +101,23 @@ TASKS: tuple[Callable[[random.Random], Entry], ...] = (
 )
 
 
+# The synthetic entries carry no task field (it would change every entry, and with it every stored
+# answer); error analysis reads the task off the instruction's opening words instead.
+TASK_NAMES = {
+    "Reverse the letters": "reverse",
+    "Add up the two numbers": "add",
+    "Sort the letters alphabetically": "sort",
+    "Write in uppercase": "uppercase",
+    "Write it in lowercase": "lowercase",
+}
+
+
+def synthetic_task(instruction: str) -> str | None:
+    """The synthetic task an instruction asks for (from its words before ': '); None for others."""
+    opening, colon, _ = instruction.partition(": ")
+    return TASK_NAMES.get(opening) if colon else None
+
+
 def synthetic_entries(num_entries: int, seed: int = 0) -> list[Entry]:
     """`num_entries` entries (with their preference pairs), the same for the same seed.
 
