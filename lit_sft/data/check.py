@@ -3,8 +3,9 @@
 Two measures, over each entry's instruction, input and output:
 - exact: the same text once lowercased, punctuation dropped and whitespace collapsed (the book's
   `preprocess_text`), field by field;
-- near: TF-IDF cosine >= NEAR_THRESHOLD (scikit-learn's `TfidfVectorizer`, words and word pairs,
-  fitted on all splits) of the three fields joined; exact duplicates are near ones too.
+- near: TF-IDF cosine >= NEAR_THRESHOLD of the three fields joined (scikit-learn: words and word
+  pairs hashed by `HashingVectorizer`, weighted by `TfidfTransformer` fitted on all splits, as the
+  book's utility weights words); exact duplicates are near ones too.
 
 Counts are entries: `train` counts train entries that duplicate an earlier train entry, `train-val`
 and `train-test` count validation / test entries with a copy in the train split (test questions
@@ -22,13 +23,14 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
 from lit_sft.data.entries import Entry
 from lit_sft.errors import InvalidInput
 from lit_sft.files import write_json_atomic
 
 NEAR_THRESHOLD = 0.9
+HASHED_TERMS = 2**22
 BETWEEN = {"train": "train", "train-val": "val", "train-test": "test"}
 DEDUP = ("none", "exact", "near")
 # Rows of the candidate product held at once: bounds memory on 52k entries.
@@ -139,9 +141,17 @@ def near_pairs(
 def tfidf_rows(fields: Mapping[str, Sequence[tuple[str, ...]]]) -> dict[str, sparse.csr_matrix]:
     """Each split's entries (as `entry_fields`) as unit-norm TF-IDF rows, fitted on all of them."""
     # Every word counts, one letter or digit too (scikit-learn's default skips them): "add 3 4" and
-    # "add 5 6" are other questions.
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"\b\w+\b", dtype=np.float32)
-    rows = vectorizer.fit_transform([" ".join(f) for name in fields for f in fields[name]]).tocsr()
+    # "add 5 6" are other questions. Hashed terms: a vocabulary of 52k entries' word pairs took
+    # 45 s to build, hashing 6 s; 2^22 buckets keep collisions too rare to move a cosine.
+    counts = HashingVectorizer(
+        ngram_range=(1, 2),
+        token_pattern=r"\b\w+\b",
+        n_features=HASHED_TERMS,
+        alternate_sign=False,
+        norm=None,
+        dtype=np.float32,
+    ).transform([" ".join(f) for name in fields for f in fields[name]])
+    rows = TfidfTransformer().fit_transform(counts).tocsr()
     bounds = np.cumsum([0, *(len(split) for split in fields.values())])
     return {name: rows[bounds[i] : bounds[i + 1]] for i, name in enumerate(fields)}
 
