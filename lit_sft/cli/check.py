@@ -10,9 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.errors import CompactHydraException, InstantiationException
+from hydra.utils import instantiate
+
 from lit_sft.data.check import DataCheck, check_splits, format_check, write_pairs
 from lit_sft.data.entries import Entry, split_entries
-from lit_sft.errors import debugging, hydra_message, one_line, user_error_in
+from lit_sft.cli.errors import hydra_message
+from lit_sft.errors import debugging, one_line, user_error_in
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 DEFAULT_PAIRS = "data_check_pairs.json"
@@ -36,9 +41,6 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def composed_splits(overrides: Sequence[str]) -> dict[str, list[Entry]]:
     """The train / val / test entries of the data config `overrides` compose (before training)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     datamodule = instantiate(cfg.data)
@@ -78,8 +80,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if debugging():
         run(argv)
         return
-    from hydra.errors import CompactHydraException, InstantiationException
-
     try:
         run(argv)
     except Exception as error:
