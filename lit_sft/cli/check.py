@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import instantiate
 
+from lit_sft.cli.errors import hydra_message
 from lit_sft.data.check import DataCheck, check_splits, format_check, write_pairs
 from lit_sft.data.entries import Entry, split_entries
-from lit_sft.cli.errors import hydra_message
 from lit_sft.errors import debugging, one_line, user_error_in
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
