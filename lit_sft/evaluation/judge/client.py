@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 import requests
 
@@ -17,6 +18,7 @@ from lit_sft.evaluation.judge.ollama import OllamaAPI
 from lit_sft.evaluation.judge.openai import OpenAIAPI
 from lit_sft.evaluation.judge.prompts import prompt_named
 
+T = TypeVar("T")
 APIS: Mapping[str, ServerAPI] = {api.name: api for api in (OllamaAPI(), OpenAIAPI())}
 
 
@@ -159,12 +161,19 @@ class Judge:
 
     def _sample(self, prompt: str, seed: int) -> tuple[int | None, str | None]:
         """One score with retries, or None and the last error once the attempts are spent."""
+        return self.ask(prompt, self.prompt.parse, seed)
+
+    def ask(self, prompt: str, parse: Callable[[str], T], seed: int) -> tuple[T | None, str | None]:
+        """`parse` of the reply to `prompt`, with retries; None and the last error once spent.
+
+        `parse` raises ValueError on a reply it cannot read, which is retried like a server error.
+        """
         s = self.settings
         error, attempts = "", s.max_attempts
         for attempt in range(1, attempts + 1):
             wait = s.backoff_s * 2 ** (attempt - 1)
             try:
-                return self.prompt.parse(self._ask(prompt, seed)), None
+                return parse(self._ask(prompt, seed)), None
             except _HTTPStatus as exc:
                 error = f"attempt {attempt}/{attempts}: {exc}"
                 if not exc.transient:

@@ -1,0 +1,170 @@
+"""A comparison (`compare_models`) as files people read: compare.md, compare.json, compare.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lit_sft.evaluation.flags import FLAGS
+from lit_sft.files import write_json_atomic
+
+MAX_CELL_CHARS = 160
+
+
+def _number(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _cell(text: str) -> str:
+    """Text that fits in one Markdown table cell."""
+    flat = " ".join(str(text).split()).replace("|", "\\|")
+    if not flat:
+        return "*(empty)*"
+    return flat if len(flat) <= MAX_CELL_CHARS else flat[: MAX_CELL_CHARS - 1] + "…"
+
+
+def pairs_table(comparison: dict[str, Any]) -> list[str]:
+    """One row per pair and metric: means, B - A with its interval, wins/ties/losses, p."""
+    lines = [
+        "| A | B | metric | n | mean A | mean B | B − A | 95 % interval | wins / ties / losses "
+        "| p |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+    ]
+    for p in comparison["pairs"]:
+        low, high = p["ci95"]
+        lines.append(
+            f"| {p['a']} | {p['b']} | {p['metric']} | {p['n']} | {p['mean_a']:.2f} | "
+            f"{p['mean_b']:.2f} | {p['diff']:+.2f} | [{low:+.2f}, {high:+.2f}] | "
+            f"{p['wins']} / {p['ties']} / {p['losses']} | {p['p_value']:.3g} |"
+        )
+    return lines
+
+
+def flags_table(comparison: dict[str, Any]) -> list[str]:
+    """One row per model: the count (share) of answers with each flag."""
+    lines = [
+        "| model | answers | " + " | ".join(FLAGS) + " |",
+        "| --- | ---: |" + " ---: |" * len(FLAGS),
+    ]
+    for name, model in comparison["models"].items():
+        flags = model["flags"]["flags"]
+        cells = [f"{flags[f]['count']} ({flags[f]['share']:.0%})" for f in FLAGS]
+        lines.append(f"| {name} | {model['flags']['answers']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def task_flags_table(comparison: dict[str, Any]) -> list[str]:
+    """Per model and task (where the data has tasks): answers and the share of each flag."""
+    lines = []
+    for name, model in comparison["models"].items():
+        for task, counts in model["flags"].get("by_task", {}).items():
+            shares = [f"{counts['flags'][f]['share']:.0%}" for f in FLAGS]
+            lines.append(f"| {name} | {task} | {counts['answers']} | " + " | ".join(shares) + " |")
+    if not lines:
+        return []
+    header = ["| model | task | answers | " + " | ".join(FLAGS) + " |"]
+    return header + ["| --- | --- | ---: |" + " ---: |" * len(FLAGS)] + lines
+
+
+def worst_section(pair: dict[str, Any]) -> list[str]:
+    """The entries a pair differs most on, with both answers and the reference."""
+    lines = [
+        f"### {pair['a']} vs {pair['b']}, {pair['metric']}: the entries they differ most on",
+        "",
+        f"| instruction | reference | {pair['a']} | {pair['b']} | B − A |",
+        "| --- | --- | --- | --- | ---: |",
+    ]
+    for row in pair["worst"]:
+        instruction = row["instruction"] + (f" — {row['input']}" if row["input"] else "")
+        lines.append(
+            f"| {_cell(instruction)} | {_cell(row['reference'])} | {_cell(row['answer_a'])} | "
+            f"{_cell(row['answer_b'])} | {row['diff']:+.0f} |"
+        )
+    return [*lines, ""]
+
+
+def markdown(comparison: dict[str, Any], plot_name: str = "compare.png") -> str:
+    """compare.md: the paired table, the error flags, and the entries each pair differs most on."""
+    methods = comparison["methods"]
+    lines = [
+        "# Did it help?",
+        "",
+        "## Paired statistics (B against A, on the entries both were scored on)",
+        "",
+        *pairs_table(comparison),
+        "",
+        f"- B − A: {methods['diff']}; wins: {methods['wins']}.",
+        f"- 95 % interval: {methods['ci95']}. An interval that holds 0 is no evidence of a "
+        "difference.",
+        f"- p: {methods['p_value']}.",
+        "",
+        "## Error flags (count and share of answers)",
+        "",
+        *flags_table(comparison),
+        "",
+    ]
+    definitions = next(iter(comparison["models"].values()))["flags"]["definitions"]
+    lines += [f"- {name}: {text}" for name, text in definitions.items()] + [""]
+    if by_task := task_flags_table(comparison):
+        lines += ["### Share of answers flagged, per task", "", *by_task, ""]
+    if pairwise := comparison.get("pairwise"):
+        lines += ["## Pairwise judge (both orders; orders that disagree count as a tie)", ""]
+        lines += pairwise_table(pairwise) + [""]
+    lines += [f"![score differences and error flags]({plot_name})", ""]
+    for pair in comparison["pairs"]:
+        if pair["worst"]:
+            lines += worst_section(pair)
+    return "\n".join(lines)
+
+
+def pairwise_table(pairwise: list[dict[str, Any]]) -> list[str]:
+    """One row per pair judged head to head: B's wins / ties / losses and its win rate."""
+    lines = [
+        "| A | B | judged | B wins / ties / losses | B win rate | 95 % interval | failed |",
+        "| --- | --- | ---: | --- | ---: | --- | ---: |",
+    ]
+    for p in pairwise:
+        low, high = p["ci95"]
+        lines.append(
+            f"| {p['a']} | {p['b']} | {p['n']} | {p['wins']} / {p['ties']} / {p['losses']} | "
+            f"{p['win_rate']:.3f} | [{low:.3f}, {high:.3f}] | {p['failed']} |"
+        )
+    return lines
+
+
+def plot(comparison: dict[str, Any], path: Path) -> None:
+    """Per pair and metric the sorted per-entry differences B − A; per model the flag shares."""
+    fig = Figure(figsize=(11, 4.5))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    for pair in comparison["pairs"]:
+        differences = sorted(pair["entry_differences"].values())
+        label = f"{pair['b']} − {pair['a']} ({pair['metric']})"
+        left.plot(range(len(differences)), differences, label=label)
+    left.axhline(0, color="grey", linewidth=0.8)
+    left.set(xlabel="entries, sorted", ylabel="score B − A", title="Per-entry score differences")
+    left.legend(fontsize="small")
+    names = list(comparison["models"])
+    width = 0.8 / len(names)
+    for index, name in enumerate(names):
+        flags = comparison["models"][name]["flags"]["flags"]
+        positions = [i + index * width for i in range(len(FLAGS))]
+        right.bar(positions, [flags[f]["share"] for f in FLAGS], width, label=name)
+    right.set_xticks([i + 0.4 - width / 2 for i in range(len(FLAGS))], FLAGS, rotation=30)
+    right.set(ylabel="share of answers", title="Error flags", ylim=(0, 1))
+    right.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_outputs(comparison: dict[str, Any], out: Path) -> dict[str, Path]:
+    """compare.json, compare.md and compare.png into `out`; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "compare.json", "md": out / "compare.md", "png": out / "compare.png"}
+    write_json_atomic(paths["json"], comparison)
+    plot(comparison, paths["png"])
+    paths["md"].write_text(markdown(comparison, paths["png"].name), encoding="utf-8")
+    return paths
