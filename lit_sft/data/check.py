@@ -43,8 +43,9 @@ def normalise(text: str) -> str:
 
 
 def entry_fields(entry: Entry) -> tuple[str, str, str]:
-    """The entry's normalised instruction, input and output."""
-    return tuple(normalise(entry.get(name) or "") for name in ("instruction", "input", "output"))
+    """The entry's normalised instruction, input and output (a preference pair's: `chosen`)."""
+    output = entry["output"] if "output" in entry else entry.get("chosen") or ""
+    return normalise(entry["instruction"]), normalise(entry.get("input") or ""), normalise(output)
 
 
 @dataclass(frozen=True)

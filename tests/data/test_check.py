@@ -84,6 +84,9 @@ def test_exact_means_equal_once_case_punctuation_and_spaces_go() -> None:
     assert entry_fields(entry("Add: 2 + 3!", " Five.  ")) == ("add 2 3", "", "five")
     # The fields stay apart: text moved from input to instruction is another entry.
     assert entry_fields(entry("a", "", "b")) != entry_fields(entry("a b", ""))
+    # A preference pair's output is its chosen answer.
+    pair = {"instruction": "Add 2 and 3.", "chosen": "5", "rejected": "6"}
+    assert entry_fields(pair) == ("add 2 and 3", "", "5")
 
 
 @pytest.mark.parametrize("threshold", [0.9, 0.6])
