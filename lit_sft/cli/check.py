@@ -15,7 +15,13 @@ from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import instantiate
 
 from lit_sft.cli.errors import hydra_message
-from lit_sft.data.check import DataCheck, check_splits, format_check, write_pairs
+from lit_sft.data.check import (
+    NEAR_THRESHOLD,
+    DataCheck,
+    check_splits,
+    format_check,
+    write_pairs,
+)
 from lit_sft.data.entries import Entry, split_entries
 from lit_sft.errors import debugging, one_line, user_error_in
 
@@ -34,6 +40,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     parser.add_argument(
         "--pairs", default=DEFAULT_PAIRS, help=f"the file for the pairs found ({DEFAULT_PAIRS})"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=NEAR_THRESHOLD,
+        help=f"the TF-IDF cosine from which entries are near duplicates ({NEAR_THRESHOLD})",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
     return parser.parse_args(argv), []
@@ -63,7 +75,7 @@ def run(argv: Sequence[str]) -> DataCheck:
     """Checks the composed data, writes the pairs, prints the table or the JSON object."""
     args, _ = parse_args(argv)
     splits = composed_splits(args.overrides)
-    check = check_splits(splits)
+    check = check_splits(splits, args.threshold)
     pairs = Path(args.pairs)
     write_pairs(pairs, check, splits)
     if args.json:

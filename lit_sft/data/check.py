@@ -66,6 +66,7 @@ class DataCheck:
     sizes: dict[str, int]
     pairs: list[DuplicatePair] = field(default_factory=list)
     seconds: float = 0.0
+    threshold: float = NEAR_THRESHOLD
 
     def duplicates(self, between: str, kind: str) -> set[int]:
         """Indices (in the later split) of the entries with a copy: train's later entry, val's."""
@@ -162,7 +163,7 @@ def check_splits(
 ) -> DataCheck:
     """The exact and near duplicates within `splits["train"]` and between it and val / test."""
     began = time.perf_counter()
-    check = DataCheck({name: len(entries) for name, entries in splits.items()})
+    check = DataCheck({name: len(entries) for name, entries in splits.items()}, threshold=threshold)
     fields = {name: [entry_fields(e) for e in entries] for name, entries in splits.items()}
     rows = tfidf_rows(fields)
     for between, other in BETWEEN.items():
@@ -240,7 +241,7 @@ def data_check_line(check: DataCheck) -> str:
     ]
     sizes = ", ".join(f"{name} {size}" for name, size in check.sizes.items())
     return (
-        f"data check ({sizes} entries; TF-IDF cosine >= {NEAR_THRESHOLD} is near): "
+        f"data check ({sizes} entries; TF-IDF cosine >= {check.threshold} is near): "
         f"{'; '.join(parts)} duplicates ({check.seconds:.1f} s)"
     )
 
@@ -253,7 +254,7 @@ def format_check(check: DataCheck) -> str:
         "train-val": "validation entries with a copy in train",
         "train-test": "test entries with a copy in train",
     }
-    lines = [f"{'':<11}{'exact':>7}{'near':>7}  (near: TF-IDF cosine >= {NEAR_THRESHOLD})"]
+    lines = [f"{'':<11}{'exact':>7}{'near':>7}  (near: TF-IDF cosine >= {check.threshold})"]
     for between in BETWEEN:
         lines.append(
             f"{between:<11}{counts[between]['exact']:>7}{counts[between]['near']:>7}  "

@@ -153,6 +153,8 @@ def test_the_command_prints_one_json_object(tmp_path, capsys) -> None:
         splits
     ).counts()
     assert len(json.loads(pairs.read_text())) == 5
+    main(["--json", "--threshold", "0.2", "--pairs", str(pairs), f"data.path={data}", *fractions])
+    assert json.loads(capsys.readouterr().out)["train"]["near"] > 2  # unrelated entries now too
 
 
 def test_the_command_reports_mistakes_in_one_line(tmp_path) -> None:
