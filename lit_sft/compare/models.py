@@ -27,7 +27,7 @@ class ModelResults:
     name: str
     answers: dict[str, dict[str, Any]]
     scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = None  # None: unknown (answers made elsewhere)
 
     @classmethod
     def from_lists(
@@ -35,7 +35,7 @@ class ModelResults:
         name: str,
         answered: Sequence[dict[str, Any]],
         scores: Mapping[str, Sequence[float | None]],
-        max_new_tokens: int = 256,
+        max_new_tokens: int | None = None,
     ) -> ModelResults:
         """From answers and scores in test-split order (as evaluate writes them)."""
         keys = list(keyed_scores(answered, [None] * len(answered)))

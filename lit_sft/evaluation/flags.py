@@ -95,18 +95,23 @@ class AnswerFlags:
 
 
 def was_cut(
-    record: Mapping[str, Any], max_new_tokens: int, count_tokens: Callable[[str], int]
+    record: Mapping[str, Any], max_new_tokens: int | None, count_tokens: Callable[[str], int]
 ) -> bool:
-    """Whether generation stopped without an end-of-text (see the module docstring)."""
+    """Whether generation stopped without an end-of-text (see the module docstring).
+
+    Without an `ended` field nor a known `max_new_tokens` (answers made elsewhere), never.
+    """
     if "ended" in record:
         return not record["ended"]
+    if max_new_tokens is None:
+        return False
     if "new_tokens" in record:
         return record["new_tokens"] >= max_new_tokens
     return count_tokens(record["model_response"]) >= max_new_tokens - CUT_SLACK
 
 
 def answer_flags(
-    record: Mapping[str, Any], max_new_tokens: int, count_tokens: Callable[[str], int]
+    record: Mapping[str, Any], max_new_tokens: int | None, count_tokens: Callable[[str], int]
 ) -> AnswerFlags:
     """The flags of one answered entry (an entry with its `model_response`)."""
     answer, reference = record["model_response"], record["output"]
@@ -153,7 +158,7 @@ def gpt2_token_counter() -> Callable[[str], int]:
 
 def flag_summary(
     records: Sequence[Mapping[str, Any]],
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     count_tokens: Callable[[str], int] | None = None,
 ) -> dict[str, Any]:
     """Counts and shares of each flag over `records`, and per task where entries have one."""

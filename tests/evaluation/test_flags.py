@@ -48,6 +48,12 @@ def test_cut_from_the_answers_fields() -> None:
     assert "cut" not in raised(answer, max_new_tokens=10, new_tokens=9)
 
 
+def test_cut_is_unknown_without_fields_or_a_token_limit() -> None:
+    record = {**QUESTION, "model_response": "word " * 300}
+    assert not answer_flags(record, None, gpt2_token_counter()).cut
+    assert answer_flags({**record, "ended": False}, None, gpt2_token_counter()).cut
+
+
 def test_cut_estimated_from_gpt2_tokens() -> None:
     answer = "A delicious meal was cooked by the chef."  # 9 GPT-2 tokens
     assert gpt2_token_counter()(answer) == 9
