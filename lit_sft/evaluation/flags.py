@@ -149,11 +149,17 @@ def _counts(flags: Sequence[AnswerFlags]) -> dict[str, Any]:
 
 
 def gpt2_token_counter() -> Callable[[str], int]:
-    """The number of GPT-2 tokens of a text."""
+    """The number of GPT-2 tokens of a text (the tokenizer loaded at the first text)."""
     from lit_sft.tokenizer import Tokenizer
 
-    tokenizer = Tokenizer()
-    return lambda text: len(tokenizer.encode(text))
+    tokenizers: list[Tokenizer] = []
+
+    def count(text: str) -> int:
+        if not tokenizers:
+            tokenizers.append(Tokenizer())
+        return len(tokenizers[0].encode(text))
+
+    return count
 
 
 def flag_summary(
