@@ -18,6 +18,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_sft import prompts
+from lit_sft.data.check import (
+    DEDUP,
+    DataCheck,
+    check_splits,
+    check_summary,
+    dedup_train,
+    pair_records,
+)
 from lit_sft.data.entries import Entry, check_split_sizes, split_entries
 from lit_sft.data.loaders import LengthGroupedBatchSampler, ResumableDataLoader
 from lit_sft.errors import InvalidInput
@@ -65,16 +73,21 @@ class BaseDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         overlength: str = "truncate",
         max_train_entries: int | None = None,
+        dedup: str = "none",
     ) -> None:
         """`path`: a JSON/JSONL file or URL; None generates `synthetic_size` synthetic entries.
 
         Train entries longer than `allowed_max_length` are truncated (the book) or, with
         `overlength="drop"`, left out; `max_train_entries` keeps the first N train entries.
+        `dedup` (exact, near; none keeps all): the train split without its duplicates and its
+        copies of validation / test entries (`lit_sft.data.check`), which every setup counts.
         `group_by_length`: shuffled train batches of similar lengths (`LengthGroupedBatchSampler`).
         """
         super().__init__()
         if overlength not in OVERLENGTH:
             raise InvalidInput(f"data.overlength={overlength!r}: expected one of {OVERLENGTH}")
+        if dedup not in DEDUP:
+            raise InvalidInput(f"data.dedup={dedup!r}: expected one of {', '.join(DEDUP)}")
         if max_train_entries is not None and max_train_entries < 1:
             raise InvalidInput(
                 f"data.max_train_entries={max_train_entries}: expected N >= 1 or null"
@@ -92,6 +105,10 @@ class BaseDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.overlength = overlength
         self.max_train_entries = max_train_entries
+        self.dedup = dedup
+        self.data_check: DataCheck | None = None
+        self.data_check_summary: dict[str, Any] = {}
+        self.data_check_pairs: list[dict[str, Any]] = []
         self.tokenizer = Tokenizer()
         self.splits: dict[str, list[Entry]] = {}
         self.encoded: dict[str, list[Encoded]] = {}
@@ -123,6 +140,7 @@ class BaseDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             train, test, val = split_entries(self.entries(), *self.fractions)
+            train = self._checked_train({"train": train, "val": val, "test": test})
             self.splits = {"train": self._first_train_entries(train), "val": val, "test": test}
             for name, entries in self.splits.items():
                 self.encoded[name] = self.encode(entries)
@@ -132,6 +150,14 @@ class BaseDataModule(L.LightningDataModule):
         world_size = self.trainer.world_size if self.trainer is not None else 1
         source = self.path or "the synthetic set"
         check_split_sizes(self.splits, stage, self.batch_size, world_size, source)
+
+    def _checked_train(self, splits: dict[str, list[Entry]]) -> list[Entry]:
+        """The train split after the duplicate check (without what `dedup` drops)."""
+        self.data_check = check_splits(splits)
+        train, dropped = dedup_train(splits, self.dedup, self.data_check)
+        self.data_check_summary = check_summary(self.data_check, self.dedup, dropped)
+        self.data_check_pairs = pair_records(self.data_check, splits)
+        return train
 
     def _first_train_entries(self, train: list[Entry]) -> list[Entry]:
         limit = self.max_train_entries

@@ -209,6 +209,17 @@ def dedup_train(
     return kept, {**counts, "kept": len(kept)}
 
 
+def check_summary(check: DataCheck, dedup: str, dropped: dict[str, int]) -> dict[str, Any]:
+    """What summary.json keeps of a check: the counts, the measure and what `dedup` dropped."""
+    return {
+        **check.counts(),
+        "near_threshold": check.threshold,
+        "dedup": dedup,
+        "dedup_counts": dropped,
+        "seconds": round(check.seconds, 2),
+    }
+
+
 def pair_records(check: DataCheck, splits: Mapping[str, Sequence[Entry]]) -> list[dict[str, Any]]:
     """Each pair as a record a reader can judge: the train entry (`a`) and its copy (`b`)."""
 

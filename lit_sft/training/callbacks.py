@@ -117,6 +117,7 @@ class RunSummary(L.Callback):
             "truncated_entries": dict(getattr(datamodule, "truncated", {})),
             "response_cut_entries": dict(getattr(datamodule, "response_cut", {})),
             "dropped_entries": dict(getattr(datamodule, "dropped", {})),
+            "data_check": dict(getattr(datamodule, "data_check_summary", {})),
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             "trainable_parameters": trainable_parameters(pl_module),
             "base_weights": getattr(pl_module, "base_weights", None),
