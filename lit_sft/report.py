@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing import event_accumulator
 
+from lit_sft.compare.sweep import paired_against_best, paired_section
 from lit_sft.run_dir import RunDir, find_run_dirs, natural_key, read_json
 
 FINISHED = "finished"
@@ -297,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     order = "descending" if descending else "ascending"
     table = f"Sorted by {metric} ({order}).\n\n" + markdown_table(ranked, keys, scores)
+    if metric in scores:
+        scored = [r.path for r in ranked if r.status == FINISHED and metric in r.metrics]
+        table += "\n" + paired_section(paired_against_best(scored))
     (out / "report.md").write_text(table)
     print(table)
     written = [out / "report.md", write_csv(ranked, keys, scores, out / "report.csv")]
