@@ -18,6 +18,7 @@ from lit_sft.cli.loggers import build_loggers
 from lit_sft.cli.sources import device_of, model_config, source_config, weights_path
 from lit_sft.errors import InvalidInput, exit_if_user_error
 from lit_sft.evaluation.answers import generate_responses, read_answers_file, rebuild_test_split
+from lit_sft.evaluation.flags import flag_summary, format_flags
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
 from lit_sft.evaluation.keys import (
     GenerationSettings,
@@ -171,6 +172,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "limit": cfg.limit,
         **summarize(cfg.scorer, scores, val_loss),
         "self_consistency": self_consistency(per_repeat),
+        "flags": flag_summary(
+            [e for e in answers.entries if e], (answers.generation or {}).get("max_new_tokens")
+        ),
         "timing": {
             "started_at": started.isoformat(timespec="seconds"),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -185,6 +189,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_json_atomic(folder.summary, summary)
     log_to_run(answers, summary, run_dir)
     print(format_summary(summary))
+    print(f"flags     {format_flags(summary['flags'])}")
     print(f"summary   {folder.summary}")
     return summary
 

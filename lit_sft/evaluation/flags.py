@@ -177,3 +177,9 @@ def flag_summary(
     if set(by_task) != {"(none)"}:
         summary["by_task"] = {task: _counts(by_task[task]) for task in sorted(by_task)}
     return summary
+
+
+def format_flags(summary: Mapping[str, Any]) -> str:
+    """The flag counts on one line: `empty 2 (1 %), cut 0 (0 %), ...`."""
+    flags = summary["flags"]
+    return ", ".join(f"{n} {flags[n]['count']} ({flags[n]['share']:.0%})" for n in FLAGS)

@@ -134,10 +134,10 @@ def test_pairwise_without_a_judge_says_how_to_get_one(folders, tmp_path, capsys)
 def test_the_books_two_models_answers_compared(tmp_path: Path) -> None:
     if not EXAMPLE.is_file():
         pytest.skip(f"{EXAMPLE} is not there")
-    folders = []
+    folders, summaries = [], []
     for number in (1, 2):
         folder = tmp_path / f"model{number}"
-        evaluate(
+        summary = evaluate(
             eval_config(
                 f"answers={EXAMPLE}",
                 f"response_field=model {number} response",
@@ -146,6 +146,10 @@ def test_the_books_two_models_answers_compared(tmp_path: Path) -> None:
             )
         )
         folders.append(folder)
+        summaries.append(summary)
+    # Every evaluation summary carries the error flags: the book's model 2 echoes more inputs.
+    copies = [s["flags"]["flags"]["copies_prompt"]["count"] for s in summaries]
+    assert copies == [2, 5] and summaries[0]["flags"]["answers"] == 100
     assert main([*map(str, folders), "--out", str(tmp_path / "cmp")]) == 0
     report = read_json(tmp_path / "cmp" / "compare.json")["models"]
     assert report["pairs"][0]["n"] == 100

@@ -9,6 +9,7 @@ from lit_sft.evaluation.flags import (
     FLAGS,
     answer_flags,
     flag_summary,
+    format_flags,
     gpt2_token_counter,
     repeated_ngram_share,
     task_of,
@@ -114,6 +115,7 @@ def test_summary_counts_shares_and_tasks() -> None:
     assert summary["by_task"]["rewrite"]["flags"]["empty"]["count"] == 1
     assert summary["by_task"]["grammar"]["flags"]["too_short"]["count"] == 0
     assert summary["by_task"]["(none)"]["answers"] == 1
+    assert format_flags(summary).startswith("empty 1 (25%), cut 0 (0%), repetition 0 (0%)")
     plain = [{k: v for k, v in r.items() if k != "category"} for r in records]
     assert "by_task" not in flag_summary(plain, max_new_tokens=256)
 
