@@ -64,18 +64,20 @@ def paired_arrays(
     b: Mapping[str, float | None],
     names: tuple[str, str] = ("A", "B"),
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The keys scored by both models and their scores, in key order; other test splits: error.
+    """The keys scored by both models and their scores, in key order.
 
-    An entry that one model's scorer failed on (None) is left out of the pair.
+    One model's entries may be a part of the other's (an evaluation with `limit`, or stopped):
+    the pair is the entries both answered. Entries each model has and the other lacks mean two
+    test splits: an error. An entry that one model's scorer failed on (None) is left out.
     """
-    if a.keys() != b.keys():
-        only_a, only_b = len(a.keys() - b.keys()), len(b.keys() - a.keys())
+    only_a, only_b = len(a.keys() - b.keys()), len(b.keys() - a.keys())
+    if only_a and only_b:
         raise InvalidInput(
             f"{names[0]} and {names[1]} answered different test splits ({len(a)} and {len(b)} "
             f"entries; {only_a} only in {names[0]}, {only_b} only in {names[1]}), so their scores "
             "cannot be paired; evaluate both on the same data (data.path, fractions, seed)"
         )
-    keys = sorted(k for k in a if a[k] is not None and b[k] is not None)
+    keys = sorted(k for k in a.keys() & b.keys() if a[k] is not None and b[k] is not None)
     return keys, np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)
 
 
@@ -131,7 +133,7 @@ def paired_stats(
     """Means, B - A difference with its bootstrap interval, wins/ties/losses and sign-test p.
 
     `a` and `b` map `entry_key`s to scores (`keyed_scores`); `unpaired` counts the entries left
-    out because one of the two has no score.
+    out because one of the two has no score (or did not answer it).
     """
     keys, score_a, score_b = paired_arrays(a, b, names)
     if not keys:
@@ -151,5 +153,5 @@ def paired_stats(
         ties=len(keys) - wins - losses,
         losses=losses,
         p_value=sign_test_p(wins, losses),
-        unpaired=len(a) - len(keys),
+        unpaired=len(a.keys() | b.keys()) - len(keys),
     )

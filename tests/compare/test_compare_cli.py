@@ -89,7 +89,11 @@ def test_two_folders_compared_on_their_shared_metrics(folders, tmp_path, capsys)
 
 
 def test_other_test_splits_are_one_error_line(folders, tmp_path, capsys) -> None:
-    other = evaluated(tmp_path / "other", SFT[0][:7], {"exact_match": SFT[1][:7]})
+    other = evaluated(tmp_path / "other", SFT[0], {"exact_match": SFT[1]})
+    answers = EvalDir(other / "eval").answers_dirs()[0].answers
+    records = json.loads(answers.read_text())
+    records[0]["output"] = "another reference"  # so each split has an entry the other lacks
+    answers.write_text(json.dumps(records))
     assert main([str(folders[0]), str(other), "--out", str(tmp_path / "cmp")]) == 1
     error = capsys.readouterr().err
     assert error.startswith("error: base and other answered different test splits")
@@ -120,6 +124,21 @@ def test_pairwise_asks_the_judge_that_scored_and_cancels_position_bias(tmp_path,
     assert "## Pairwise judge" in (out / "compare.md").read_text()
     assert main([*map(str, folders), "--out", str(out), "--pairwise", "--report", "models"]) == 0
     assert len(server.chats) == 16  # every verdict kept: nothing asked again
+
+
+def test_an_evaluation_stopped_early_is_paired_on_what_it_answered(folders, tmp_path) -> None:
+    answers = EvalDir(folders[0] / "eval").answers_dirs()[0].answers
+    records = json.loads(answers.read_text())
+    records[2] = records[5] = None  # not answered yet
+    answers.write_text(json.dumps(records))
+    assert main([*map(str, folders), "--out", str(tmp_path / "cmp")]) == 0
+    (pair,) = read_json(tmp_path / "cmp" / "compare.json")["models"]["pairs"]
+    kept = [i for i in range(8) if i not in (2, 5)]
+    expected = paired_stats(
+        keyed_scores([ENTRIES[i] for i in kept], [BASE[1][i] for i in kept]),
+        keyed_scores(ENTRIES, SFT[1]),
+    )
+    assert (pair["n"], pair["unpaired"], pair["diff"]) == (6, 2, expected.diff)
 
 
 def test_pairwise_without_a_judge_says_how_to_get_one(folders, tmp_path, capsys) -> None:

@@ -81,8 +81,9 @@ def test_mistakes_are_user_errors() -> None:
     )
     with pytest.raises(InvalidInput, match="share no metric"):
         compare_models([DPO, other])
+    another = {"instruction": "Add up the two numbers: 9 + 9", "input": "", "output": "18"}
     mismatched = ModelResults.from_lists(
-        "other", [{**ENTRIES[0], "model_response": "1"}], {"exact_match": [100.0]}
+        "other", [{**another, "model_response": "18"}], {"exact_match": [100.0]}
     )
     with pytest.raises(InvalidInput, match="different test splits"):
         compare_models([DPO, mismatched])

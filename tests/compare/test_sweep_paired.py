@@ -42,7 +42,9 @@ def test_each_run_against_the_best(tmp_path: Path, capsys) -> None:
     worse = [100.0, 0, 100, 0, 100, 0, 0, 100]
     scored_run(tmp_path, "0.1", worse)
     scored_run(tmp_path, "0.2", best)
-    scored_run(tmp_path, "0.3", [0.0] * 7, entries=ENTRIES[:7])  # another test split
+    other = [{**ENTRIES[0], "output": "another reference"}, *ENTRIES[1:]]
+    scored_run(tmp_path, "0.3", [0.0] * 8, entries=other)  # another test split
+    scored_run(tmp_path, "0.4", [0.0] * 5, entries=ENTRIES[:5])  # evaluated with limit=5
     assert main([str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     stats = paired_stats(keyed_scores(ENTRIES, best), keyed_scores(ENTRIES, worse))
@@ -53,4 +55,6 @@ def test_each_run_against_the_best(tmp_path: Path, capsys) -> None:
         in report
     )
     assert "Against the best run (0.2)" in report
+    assert "| 0.2 | 8 |" not in report  # not against itself
     assert "| 0.3 | — | — | 0.2 and 0.3 answered different test splits" in report
+    assert "| 0.4 | 5 | -100.00 | [-100.00, -100.00] | 0 / 0 / 5 |" in report

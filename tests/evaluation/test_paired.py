@@ -109,6 +109,14 @@ def test_different_test_splits_are_one_clear_error() -> None:
         paired_stats(keyed(A), other)
 
 
+def test_a_part_of_the_split_pairs_on_the_entries_both_answered() -> None:
+    part = keyed_scores(entries(12)[:5], B[:5])  # evaluate limit=5
+    result = paired_stats(keyed(A), part)
+    assert (result.n, result.unpaired) == (5, 7)
+    assert result.mean_a == pytest.approx(sum(A[:5]) / 5)
+    assert paired_stats(part, keyed(A)).unpaired == 7
+
+
 def test_entries_without_a_score_are_left_out_and_counted() -> None:
     result = paired_stats(keyed([10.0, None, 30.0]), keyed([20.0, 50.0, None]))
     assert (result.n, result.unpaired, result.diff) == (1, 2, 10.0)
