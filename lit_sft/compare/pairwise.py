@@ -2,7 +2,7 @@
 
 For each entry the judge sees (A, B) and then (B, A). Both picks naming one model make it the
 winner; picks that disagree (the judge preferred a position, not an answer) count as a tie. B's win
-rate is (wins + ties / 2) / judged, with a paired bootstrap 95 % interval over the entries. Every
+rate is (wins + ties / 2) / judged, with a bootstrap 95 % interval over the entries. Every
 verdict is appended to a JSON Lines file under a key of what produced it (the entry, both answers,
 the judge model and prompt), so a stopped comparison resumes and a changed answer is asked again.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from lit_sft.compare.models import ModelResults
 from lit_sft.evaluation.judge import Judge
 from lit_sft.evaluation.judge.store import _open_for_append
-from lit_sft.evaluation.paired import bootstrap_ci95
+from lit_sft.evaluation.paired import mean_ci95
 from lit_sft.prompts import prompt_style
 
 PROMPT_VERSION = 1
@@ -143,7 +143,7 @@ def win_rate(a: str, b: str, verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """B's wins, ties, losses and win rate (ties count half) with its bootstrap interval."""
     winners = [v.winner for v in verdicts if v.winner is not None]
     outcomes = np.array([{"b": 1.0, "tie": 0.5, "a": 0.0}[w] for w in winners])
-    low, high = bootstrap_ci95(outcomes) if len(outcomes) else (None, None)
+    low, high = mean_ci95(outcomes) if len(outcomes) else (None, None)
     return {
         "a": a,
         "b": b,

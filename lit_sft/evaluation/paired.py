@@ -18,20 +18,14 @@ import numpy as np
 from scipy.stats import binomtest
 
 from lit_sft.errors import InvalidInput
+from lit_sft.evaluation.statistics import BOOTSTRAP_METHOD, bootstrap_ci
 
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
-# Resampled indices held at once: 10,000 resamples of 1,000 entries in ~40 MB pieces.
-_BOOTSTRAP_CHUNK_CELLS = 5_000_000
 P_VALUE_METHOD = (
     "two-sided exact sign test (scipy.stats.binomtest of wins among wins + losses, p = 0.5); "
     "ties carry no sign and are left out, so with no wins or losses p = 1 (no evidence of a "
     "difference), and with one entry p = 1 (one sign proves nothing)"
 )
-CI95_METHOD = (
-    f"paired bootstrap: {BOOTSTRAP_RESAMPLES:,} resamples of the entries' B - A differences "
-    "(seeded), 2.5th and 97.5th percentiles of their means"
-)
+CI95_METHOD = f"paired: the entries' B - A differences resampled; {BOOTSTRAP_METHOD}"
 
 
 def entry_key(entry: Mapping[str, Any]) -> str:
@@ -81,19 +75,13 @@ def paired_arrays(
     return keys, np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)
 
 
-def bootstrap_ci95(
-    differences: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
-) -> tuple[float, float]:
-    """The percentile 95 % interval of the mean of `differences`, resampling entries."""
-    n = len(differences)
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // n)
-    for start in range(0, resamples, chunk):
-        rows = min(chunk, resamples - start)
-        means[start : start + rows] = differences[rng.integers(0, n, size=(rows, n))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+def mean_ci95(values: np.ndarray) -> tuple[float, float]:
+    """The bootstrap 95 % interval of the mean of `values` (`statistics.bootstrap_ci`).
+
+    One value has no spread to resample: its interval is the value itself.
+    """
+    ci = bootstrap_ci(values.tolist()) or [float(values.mean())] * 2
+    return ci[0], ci[1]
 
 
 def sign_test_p(wins: int, losses: int) -> float:
@@ -127,8 +115,6 @@ def paired_stats(
     b: Mapping[str, float | None],
     *,
     names: tuple[str, str] = ("A", "B"),
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
 ) -> PairedStats:
     """Means, B - A difference with its bootstrap interval, wins/ties/losses and sign-test p.
 
@@ -148,7 +134,7 @@ def paired_stats(
         mean_a=float(score_a.mean()),
         mean_b=float(score_b.mean()),
         diff=float(differences.mean()),
-        ci95=bootstrap_ci95(differences, resamples, seed),
+        ci95=mean_ci95(differences),
         wins=wins,
         ties=len(keys) - wins - losses,
         losses=losses,

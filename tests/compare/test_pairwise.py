@@ -17,7 +17,7 @@ from lit_sft.compare.pairwise import (
     win_rate,
 )
 from lit_sft.evaluation.judge import Judge, JudgeSettings
-from lit_sft.evaluation.paired import bootstrap_ci95
+from lit_sft.evaluation.paired import mean_ci95
 from tests.helpers.llm_server import FakeLLMServer, Reply
 
 ENTRIES = [
@@ -88,7 +88,7 @@ def test_win_rate_counts_ties_half_with_a_bootstrap_interval(server, tmp_path) -
     result = win_rate("sft", "base", verdicts)
     assert result["win_rate"] == pytest.approx(3 / 6)
     outcomes = np.array([{"b": 1.0, "tie": 0.5, "a": 0.0}[v.winner] for v in verdicts])
-    assert result["ci95"] == list(bootstrap_ci95(outcomes))
+    assert result["ci95"] == list(mean_ci95(outcomes))
 
 
 def test_verdicts_are_kept_and_resumed(server, tmp_path) -> None:

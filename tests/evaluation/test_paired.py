@@ -11,12 +11,11 @@ from scipy import stats
 
 from lit_sft.errors import InvalidInput
 from lit_sft.evaluation.paired import (
-    BOOTSTRAP_RESAMPLES,
-    bootstrap_ci95,
     entry_key,
     keyed_scores,
     paired_stats,
 )
+from lit_sft.evaluation.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
 
 def entries(n: int) -> list[dict[str, str]]:
@@ -50,9 +49,9 @@ def test_paired_stats_match_scipy_and_hand_sums() -> None:
     assert result.p_value == pytest.approx(sign_test_by_hand(7, 1))  # 0.0703125
     assert result.p_value == pytest.approx(0.0703125)
     reference = stats.bootstrap(
-        (differences,), np.mean, n_resamples=20_000, method="percentile", random_state=1
+        (differences,), np.mean, n_resamples=20_000, method="percentile", rng=1
     ).confidence_interval
-    # Two bootstraps draw different resamples: their ends agree to about a point here.
+    # The percentile bootstrap, other resamples: the ends agree to about a point here.
     assert result.ci95[0] == pytest.approx(reference.low, abs=1.0)
     assert result.ci95[1] == pytest.approx(reference.high, abs=1.0)
     assert result.ci95[0] < result.diff < result.ci95[1]
@@ -64,15 +63,19 @@ def test_losses_and_wins_are_from_b_side() -> None:
     assert swapped.diff == pytest.approx(-paired_stats(keyed(A), keyed(B)).diff)
 
 
-def test_bootstrap_is_seeded_and_resamples_enough() -> None:
-    differences = np.array(B) - np.array(A)
+def test_the_interval_is_scipys_paired_bca_bootstrap() -> None:
+    result = paired_stats(keyed(A), keyed(B))
+    # The same interval asked of scipy the other way round: pairs (a, b) resampled together.
+    reference = stats.bootstrap(
+        (np.array(A), np.array(B)),
+        lambda a, b, axis: np.mean(b - a, axis=axis),
+        paired=True,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="BCa",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    ).confidence_interval
     assert BOOTSTRAP_RESAMPLES >= 10_000
-    assert bootstrap_ci95(differences, seed=3) == bootstrap_ci95(differences, seed=3)
-    # Worked by hand: resampling indices with numpy's generator, one resample per row.
-    rng = np.random.default_rng(5)
-    means = differences[rng.integers(0, 12, size=(2_000, 12))].mean(axis=1)
-    expected = tuple(np.percentile(means, [2.5, 97.5]))
-    assert bootstrap_ci95(differences, resamples=2_000, seed=5) == pytest.approx(expected)
+    assert result.ci95 == pytest.approx((reference.low, reference.high), abs=0.05)
 
 
 def test_one_entry() -> None:
