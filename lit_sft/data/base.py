@@ -140,7 +140,9 @@ class BaseDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             train, test, val = split_entries(self.entries(), *self.fractions)
-            train = self._checked_train({"train": train, "val": val, "test": test})
+            # Evaluating (stage "test") needs no check of a train split it never reads.
+            if stage in (None, "fit") or self.dedup != "none":
+                train = self._checked_train({"train": train, "val": val, "test": test})
             self.splits = {"train": self._first_train_entries(train), "val": val, "test": test}
             for name, entries in self.splits.items():
                 self.encoded[name] = self.encode(entries)

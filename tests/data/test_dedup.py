@@ -43,6 +43,16 @@ def test_dedup_reaches_the_train_split(tiny_config, tmp_path, mode: str, kept: i
     assert datamodule.data_check_pairs[0]["b"]["index"] == 20
 
 
+def test_evaluating_skips_the_check_unless_dedup_changes_train(tiny_config, tmp_path) -> None:
+    path, fractions = dataset(tmp_path)
+    for mode, checked in (("none", False), ("exact", True)):
+        cfg = tiny_config(f"data.path={path}", *fractions, f"data.dedup={mode}")
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("test")
+        assert (datamodule.data_check is not None) == checked
+        assert len(datamodule.splits["train"]) == (20 if checked else 23)
+
+
 def test_an_unknown_dedup_is_a_user_error(tiny_config) -> None:
     with pytest.raises(Exception, match="data.dedup='fuzzy'") as info:
         instantiate(tiny_config("data.dedup=fuzzy").data)
