@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ import numpy as np
 
 from lit_sft.compare.models import ModelResults
 from lit_sft.evaluation.judge import Judge
-from lit_sft.evaluation.judge.store import _open_for_append
+from lit_sft.evaluation.judge.store import open_for_append
 from lit_sft.evaluation.paired import mean_ci95
 from lit_sft.prompts import prompt_style
 
@@ -131,10 +132,11 @@ def judge_pairwise(a: ModelResults, b: ModelResults, judge: Judge, path: Path) -
         todo.append((key, entry, task))
     if todo:
         judge.check_ready()
-        with _open_for_append(path) as f:
+        with open_for_append(path) as f:
             for verdict in _asked(judge, todo):
                 f.write(json.dumps(asdict(verdict)) + "\n")
                 f.flush()
+                os.fsync(f.fileno())
                 verdicts[verdict.entry] = verdict
     return [verdicts[entry] for entry in sorted(verdicts)]
 

@@ -40,7 +40,8 @@ def read_scores(scores_path: Path, repeat: int = 0) -> dict[int, JudgeResult]:
     return {i: r for (i, rep), r in read_all_scores(scores_path).items() if rep == repeat}
 
 
-def _open_for_append(path: Path) -> IO[str]:
+def open_for_append(path: Path) -> IO[str]:
+    """`path` opened to append JSON lines, after a newline if a stopped run left half a line."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ends_mid_line = False
     if path.exists() and path.stat().st_size:
@@ -115,7 +116,7 @@ def score_repeats(
         judge.check_ready()
         failed = 0
         with (
-            _open_for_append(scores_path) as f,
+            open_for_append(scores_path) as f,
             tqdm(
                 total=len(keys),
                 initial=len(keys) - len(todo),
