@@ -50,12 +50,15 @@ class ModelResults:
 def worst_entries(
     a: ModelResults, b: ModelResults, metric: str, count: int = WORST_ENTRIES
 ) -> list[dict[str, Any]]:
-    """The `count` entries where b's score differs most from a's (largest |b - a| first)."""
+    """The `count` entries where b's score differs most from a's (largest |b - a| first).
+
+    Entries both scored alike are no difference, and are not listed.
+    """
     score_a, score_b = a.scores[metric], b.scores[metric]
     gaps = [
         (abs(score_b[k] - score_a[k]), k)
         for k in score_a
-        if score_a[k] is not None and score_b.get(k) is not None
+        if score_a[k] is not None and score_b.get(k) is not None and score_a[k] != score_b[k]
     ]
     rows = []
     for _, key in sorted(gaps, key=lambda item: (-item[0], item[1]))[:count]:

@@ -61,6 +61,9 @@ def test_the_entries_that_differ_most_come_first() -> None:
     assert judged["worst"][0]["instruction"] == ENTRIES[5]["instruction"]
     assert judged["worst"][0]["answer_a"] == "" and judged["worst"][0]["answer_b"] == "6"
     assert judged["worst"][0]["reference"] == "6"
+    # Entries scored alike are no difference: sft and dpo differ on one entry only.
+    (sft_dpo,) = compare_models([SFT, DPO], worst=5)["pairs"]
+    assert [row["reference"] for row in sft_dpo["worst"]] == ["8"]
 
 
 def test_models_in_another_order_are_matched_by_content() -> None:
