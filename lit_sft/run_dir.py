@@ -7,6 +7,7 @@
 <run>/tb/                       TensorBoard events; csv/ the CSV logger's (wandb/: wandb's files)
 <run>/loggers.json              how evaluate reopens each logger's run (wandb id, MLflow run id)
 <run>/samples.jsonl             the sample answers of the validations
+<run>/data-check-pairs.json     the duplicate pairs the data check found (train, train-val, -test)
 <run>/checkpoints/last.ckpt     the resumable checkpoint (last-interrupted.ckpt: where a run was
                                 stopped); best-step*.ckpt the best weights (callbacks=best)
 <run>/model.safetensors         exported weights (Hugging Face GPT-2 layout) + config.json,
@@ -60,6 +61,7 @@ class RunDir:
         self.csv = self.path / "csv"
         self.loggers = self.path / "loggers.json"
         self.samples = self.path / "samples.jsonl"
+        self.data_check_pairs = self.path / "data-check-pairs.json"
         self.checkpoints = self.path / "checkpoints"
         self.last_checkpoint = self.checkpoints / "last.ckpt"
         self.interrupted_checkpoint = self.checkpoints / "last-interrupted.ckpt"

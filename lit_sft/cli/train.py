@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from lit_sft.allocator import keep_freed_memory
 from lit_sft.checkpoints import load_weights, resolve_weights
 from lit_sft.cli.loggers import build_loggers
+from lit_sft.data.check import data_check_line
 from lit_sft.errors import InvalidInput, debugging, exit_if_user_error, one_line, user_error_in
 from lit_sft.export import export_for_serving
 from lit_sft.files import write_json_atomic
@@ -140,6 +141,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Split before the trainer does, so that a dataset too small stops before anything starts.
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if datamodule.data_check is not None:
+        log.info(data_check_line(datamodule.data_check))
     module, weights = build_module(cfg)
     hparams = run_hparams(cfg)
     summary = RunSummary(run_dir, hparams)
@@ -149,6 +152,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         reopen = {name: reopen_arguments(logger) for name, logger in loggers.items()}
         write_json_atomic(RunDir(run_dir).loggers, reopen)
+        write_json_atomic(RunDir(run_dir).data_check_pairs, datamodule.data_check_pairs)
         log.info(
             header_line(
                 model=cfg.model.name,

@@ -94,6 +94,11 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tiny_config, tmp_path:
     # The run's own prompt style travels as the chat template (tests/test_export_chat_template.py).
     tokenizer_config = json.loads((run_dir / "tokenizer_config.json").read_text())
     assert tokenizer_config["chat_template"] == chat_template(prompt_style("alpaca"))
+    # The data check's pairs beside its counts (tests/data/test_check.py: what it finds).
+    pairs = json.loads((run_dir / "data-check-pairs.json").read_text())
+    assert isinstance(pairs, list) and "data_check" in json.loads(
+        (run_dir / "summary.json").read_text()
+    )
 
 
 def test_a_run_ending_between_validations_validates_its_final_weights(tiny_config) -> None:
