@@ -16,13 +16,13 @@ from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 from torch.utils.tensorboard import SummaryWriter
 
+from lit_sft.curves import read_scalar
 from lit_sft.report import (
     RunRecord,
     check_metric,
     collect_runs,
     main,
     rank_runs,
-    read_scalar,
     swept_keys,
     val_loss_curves,
 )

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from transformers import GPT2LMHeadModel
 
 from lit_sft.cli.evaluate import evaluate
+from lit_sft.curves import read_scalar
 from lit_sft.evaluation import answers as answering
 from lit_sft.evaluation.answers import read_responses
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
@@ -23,7 +24,6 @@ from lit_sft.evaluation.scoring import exact_match_scores
 from lit_sft.evaluation.summary import summarize
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
-from lit_sft.report import read_scalar
 from tests.evaluation.support import (
     QUICK,
     answers_file,

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from lit_sft.checkpoints import load_model
 from lit_sft.cli.evaluate import evaluate
 from lit_sft.cli.sources import model_config
+from lit_sft.curves import read_scalar
 from lit_sft.evaluation import answers as answering
 from lit_sft.evaluation.answers import token_budget
 from lit_sft.evaluation.judge import Judge, JudgeResult
@@ -23,7 +24,6 @@ from lit_sft.evaluation.keys import weights_hash
 from lit_sft.generation import generate
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
-from lit_sft.report import read_scalar
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import Tokenizer
 from tests.evaluation.support import (
