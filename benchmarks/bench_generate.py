@@ -1,300 +1,147 @@
-"""Cached, batched generation against the book's `generate` and uncached generation, same answers.
+"""Cached, batched generation against the book's `generate`, same weights, same answers.
 
-    python -m benchmarks.bench_generate --model gpt2-small --n 8 --max-new-tokens 64 [--ref]
+    python -m benchmarks.bench_generate --model gpt2-small --n 8 --max-new-tokens 64 [--threads 2]
 
-Random weights (seed 123), greedy, on the CPU; the end-of-text id is one no token has, so every
-answer is `--max-new-tokens` long and every way does the same work per answer. lit_sft answers
-all `--n` prompts, longest first in batches of `--batch-size` (as evaluation does), and again
-without prepacked weights (`prepack_weights=False`: MKL's GEMM for every product); the slow ways
-(uncached one prompt at a time, and with `--ref` the book's `generate` from ../shared/bench/ref,
-same weights) answer only the first `--slow-n` prompts, and their time per answer is compared.
-Decode tokens/s (without the prompt's forward) is set against the bandwidth roofline: the bytes
-of the weights one decode step reads, over a copy bandwidth measured in the same invocation.
-Prints a table, then one JSON line.
+Random weights (seed 123), greedy, on the CPU. By default the end-of-text id is one no token has,
+so every answer is `--max-new-tokens` long and every way does the same work per answer;
+`--eos-id staggered` makes the token that ends most (not all) of a free run's answers the end
+(`bench_done_rows`), and adds lit_sft keeping done rows to the end. lit_sft answers all `--n`
+prompts longest first in batches of `--batch-size` (as `evaluate.py` does), and again without
+prepacked weights; the slow ways (the book's `generate`, and lit_sft uncached, one prompt at a
+time) answer the first `--slow-n` prompts, with `--slow-new-tokens` tokens if given (their time
+then scaled per processed position). Each way's seconds are per answer, best of `--rounds`.
+Decode tokens/s (the prompts' forward left out) is set against the bandwidth roofline: the bytes
+of the weights a decode step reads over a copy bandwidth measured in the same invocation. Prints
+a table, then one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
-import tiktoken
-import torch
-import yaml
-
-from lit_sft.checkpoints import export_hf
-from lit_sft.data.entries import load_entries, split_entries
-from lit_sft.data.synthetic import synthetic_entries
-from lit_sft.generation import generate
-from lit_sft.model import GPT, GPTConfig
-from lit_sft.prompts import prompt_style
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LIT_SFT_SHARED", REPO.parent / "shared"))
-BOOK_DATA = SHARED / "data" / "instruction-data.json"
-REF_DIR = SHARED / "bench" / "ref"
-NEVER = -1  # an end-of-text id no token has
-
-Answers = list[list[int]]
+from benchmarks import answers as a
+from benchmarks import common
+from lit_sft import generation
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gpt2-small", help="a size in conf/model")
-    parser.add_argument("--n", type=int, default=8, help="test-set prompts to answer")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8, help="of the cached generation")
-    parser.add_argument(
-        "--slow-n", type=int, default=2, help="prompts the slow ways answer (then scaled)"
-    )
-    parser.add_argument(
-        "--slow-new-tokens",
-        type=int,
-        default=None,
-        help="new tokens of the slow ways (default all), their time scaled per position",
-    )
-    parser.add_argument("--prompt", default="alpaca", help="prompt style")
-    parser.add_argument(
-        "--data", default=str(BOOK_DATA), help="instruction set (the book's; if absent, synthetic)"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--ref", action="store_true", help="also time the book's generate")
-    return parser.parse_args(argv)
+def parse_args(argv: Sequence[str] | None) -> Any:
+    p = common.parser(__doc__)
+    p.add_argument("--n", type=int, default=8, help="test-set prompts to answer")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8, help="of the cached generation")
+    p.add_argument("--slow-n", type=int, default=2, help="prompts the slow ways answer")
+    p.add_argument("--slow-new-tokens", type=int, default=None, help="default --max-new-tokens")
+    p.add_argument("--eos-id", default=None, help="a token id, or 'staggered'; default none")
+    p.add_argument("--rounds", type=int, default=1, help="each way's best of this many")
+    p.add_argument("--ref", action="store_true", help="(the book's side always runs; kept)")
+    return p.parse_args(argv)
 
 
-def model_config(name: str) -> GPTConfig:
-    """The architecture `conf/model/<name>.yaml` describes."""
-    base, size = (
-        yaml.safe_load((REPO / "conf" / "model" / f"{file}.yaml").read_text())
-        for file in ("base/gpt2", name)
-    )
-    # The base's `arch.tie_weights` interpolates `model.tie_weights`, which a size may override.
-    tie_weights = size.get("tie_weights", base["tie_weights"])
-    return GPTConfig(**{**base["arch"], **size["arch"], "tie_weights": tie_weights})
+def ways(args: Any, model: Any, book: Any, prompts: a.Answers, eos: int) -> dict[str, Callable]:
+    """Each way of answering, as a function of (prompts, new tokens)."""
+    size = args.batch_size
+    found: dict[str, Callable] = {
+        "lit_sft": lambda p, n: a.cached_batched(model, p, n, size, eos),
+        "not prepacked": lambda p, n: a.cached_batched(model, p, n, size, eos, prepack=False),
+        "uncached": lambda p, n: a.uncached(model, p, n, eos),
+    }
+    if book is not None:
+        found["book"] = lambda p, n: book(p, n, eos)
+    if args.eos_id == "staggered":
+
+        def kept(p: a.Answers, n: int) -> a.Answers:
+            with mock.patch.object(generation, "DROP_DONE_SHARE", float("inf")):
+                return a.cached_batched(model, p, n, size, eos)
+
+        found["done rows kept"] = kept
+    return found
 
 
-def build_model(name: str) -> GPT:
-    """The model size `conf/model/<name>.yaml` describes, randomly initialised from seed 123."""
-    torch.manual_seed(123)
-    return GPT(model_config(name)).eval()
+def measure(
+    run: Callable, prompts: a.Answers, new: int, rounds: int
+) -> tuple[a.Answers, float, float]:
+    """A way's answers, its best time of `rounds` and its peak memory."""
+    common.reset_peak()
+    results = [common.timed(lambda: run(prompts, new)) for _ in range(rounds)]
+    return results[0][0], min(s for _, s in results), common.peak_mib()
 
 
-def prompt_tokens(data: str, style_name: str, n: int) -> list[list[int]]:
-    """The token ids of the first `n` test-set prompts."""
-    entries = load_entries(data) if Path(data).is_file() else synthetic_entries(2000, seed=123)
-    test = split_entries(entries)[1][:n]
-    style, tokenizer = prompt_style(style_name), tiktoken.get_encoding("gpt2")
-    return [tokenizer.encode(style.prompt(entry)) for entry in test]
-
-
-def timed(run: Callable[[], Answers]) -> tuple[Answers, float]:
-    start = time.perf_counter()
-    answers = run()
-    return answers, time.perf_counter() - start
-
-
-def cached_batched(
-    model: GPT, prompts: list[list[int]], new: int, batch_size: int, prepack: bool = True
-) -> Answers:
-    """Longest prompt first, in batches, as evaluation answers; the answers in prompt order."""
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
-    answers: dict[int, list[int]] = {}
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        made = generate(
-            model,
-            [prompts[i] for i in batch],
-            max_new_tokens=new,
-            eos_id=NEVER,
-            prepack_weights=prepack,
-        )
-        answers.update(zip(batch, made, strict=True))
-    return [answers[i] for i in range(len(prompts))]
-
-
-def positions_processed(prompts: list[list[int]], new: int) -> int:
-    """Positions an uncached generation of `new` tokens runs through: prompt + t for each t."""
-    return sum(len(p) * new + new * (new - 1) // 2 for p in prompts)
-
-
-def copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """Bytes moved per second (read + written) copying a large tensor: the best of `repeats`."""
-    source = torch.ones(megabytes * 2**20 // 4)
-    target = torch.empty_like(source)
-    target.copy_(source)
-    best = min(timed(lambda: target.copy_(source))[1] for _ in range(repeats))
-    return 2 * source.numel() * 4 / best
-
-
-def decode_bytes(model: GPT) -> int:
-    """The bytes of the weights one decode step reads: all but the two embedding tables, which
-    it reads a row of per token, and the output head (the token table too, when tied)."""
-    skip = {id(model.tok_emb.weight), id(model.pos_emb.weight)}
-    head = model.out_head.weight
-    read = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
-    return read + (head.numel() * head.element_size() if id(head) in skip else 0)
-
-
-def uncached_single(model: GPT, prompts: list[list[int]], new: int) -> Answers:
-    return [
-        generate(model, [p], max_new_tokens=new, eos_id=NEVER, use_cache=False)[0] for p in prompts
-    ]
-
-
-def book_generation(model: GPT, prompts: list[list[int]], new: int) -> Callable[[], Answers]:
-    """The book's generate, one prompt at a time, on the book's model holding `model`'s weights."""
-    # Only importable beside ../shared/bench; loaded here so that the rest runs without it.
-    sys.path.insert(0, str(REF_DIR))
-    import bench_common
-    from previous_chapters import GPTModel
-    from previous_chapters import generate as book_gen
-
-    config = model.config
-    book = GPTModel(
-        {
-            "vocab_size": config.vocab_size,
-            "context_length": config.context_length,
-            "emb_dim": config.emb_dim,
-            "n_layers": config.n_layers,
-            "n_heads": config.n_heads,
-            "drop_rate": config.drop_rate,
-            "qkv_bias": config.qkv_bias,
-        }
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        export_hf(model, tmp)
-        bench_common.load_hf_safetensors(book, str(Path(tmp) / "model.safetensors"))
-    book.eval()
-
-    def run() -> Answers:
-        answers = []
-        for p in prompts:
-            out = book_gen(book, torch.tensor([p]), new, config.context_length, eos_id=NEVER)
-            answers.append(out[0, len(p) :].tolist())
-        return answers
-
-    return run
-
-
-def same_tokens(a: Answers, b: Answers) -> tuple[int, list[int]]:
-    """How many answers are identical, and where each differing one first differs."""
-    first_diffs = []
-    for x, y in zip(a, b, strict=True):
-        if x != y:
-            equal_prefix = [s == t for s, t in zip(x, y, strict=False)] + [False]
-            first_diffs.append(equal_prefix.index(False))
-    return len(a) - len(first_diffs), first_diffs
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, object]:
-    """Runs the comparison and prints a table and a JSON line."""
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs every way, prints the table and the JSON line."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = build_model(args.model)
-    prompts = prompt_tokens(args.data, args.prompt, args.n)
-    slow_prompts = prompts[: args.slow_n]
-    new = args.max_new_tokens
-    generate(model, prompts[:1], max_new_tokens=2, eos_id=NEVER)  # warm-up, untimed
-    bandwidth = copy_bandwidth()
+    book_code = common.setup(args)
+    config = common.model_config(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = common.seeded_weights(Path(tmp) / "init.safetensors", config, book_code)
+        model = a.lit_model(config, weights)
+        book = a.book_answers(book_code, config, weights) if book_code else None
+    prompts = a.prompt_tokens(args.data, args.n)
+    slow, new = prompts[: args.slow_n], args.max_new_tokens
     slow_new = args.slow_new_tokens or new
-    ways = {
-        "cached, batched": lambda: cached_batched(model, prompts, new, args.batch_size),
-        # The prompts' forward alone (one new token), to tell decoding time from it.
-        "prompts only": lambda: cached_batched(model, prompts, 1, args.batch_size),
-        "cached, batched, not prepacked": lambda: cached_batched(
-            model, prompts, new, args.batch_size, prepack=False
-        ),
-        "prompts only, not prepacked": lambda: cached_batched(
-            model, prompts, 1, args.batch_size, prepack=False
-        ),
-    }
-    if slow_prompts:
-        ways["uncached, one at a time"] = lambda: uncached_single(model, slow_prompts, slow_new)
-    if args.ref and slow_prompts:
-        ways["book generate"] = book_generation(model, slow_prompts, slow_new)
-    results = {name: timed(run) for name, run in ways.items()}
-    # Without a cache every new token runs the whole sequence so far: the time per position
-    # processed carries a short run over to the full length.
-    stretch = positions_processed(slow_prompts, new) / positions_processed(slow_prompts, slow_new)
-    ours, ours_s = results["cached, batched"]
-    prompt_s = results["prompts only"][1]
-    rows = {}
-    for name, (answers, seconds) in results.items():
-        if name.startswith("prompts only"):
-            continue
-        scale = 1.0 if name.startswith("cached, batched") else stretch
-        seconds *= scale
-        identical, first_diffs = same_tokens(
-            answers, [a[: len(answers[0])] for a in ours[: len(answers)]]
+    eos = common.NEVER if args.eos_id is None else args.eos_id
+    if eos == "staggered":
+        eos = a.staggered_end(a.cached_batched(model, prompts, new, args.batch_size))
+    eos = int(eos)
+    generation.generate(model, prompts[:1], max_new_tokens=2, eos_id=eos)  # warm-up
+    bandwidth = a.copy_bandwidth()
+    stretch = a.positions_processed(slow, new) / a.positions_processed(slow, slow_new)
+    sides, identical, ours = {}, {}, []
+    for name, run in ways(args, model, book, prompts, eos).items():
+        fast = name in ("lit_sft", "not prepacked", "done rows kept")
+        answers, seconds, peak = measure(
+            run, prompts if fast else slow, new if fast else slow_new, args.rounds
         )
-        tokens = len(answers) * new if scale != 1.0 else sum(len(a) for a in answers)
-        rows[name] = {
-            "tokens_per_s": tokens / seconds,
-            "s_per_answer": seconds / len(answers),
-            "seconds": seconds,
-            "extrapolated_from_new_tokens": slow_new if scale != 1.0 else None,
-            "answers": len(answers),
-            "tokens": tokens,
-            "identical_to_cached": identical,
-            "first_differences": first_diffs,
-        }
-    ours_row = rows["cached, batched"]
-    for row in rows.values():
-        row["speedup_per_answer"] = row["s_per_answer"] / ours_row["s_per_answer"]
+        ours = answers if name == "lit_sft" else ours
+        seconds *= 1.0 if fast else stretch
+        tokens = sum(map(len, answers)) * (1 if fast else new / slow_new)
+        sides[name] = common.side(
+            seconds / len(answers), tokens / seconds, peak, answers=len(answers)
+        )
+        identical[name] = a.same_answers(ours, answers)
+    prompt_s = {
+        name: measure(ways(args, model, None, prompts, eos)[name], prompts, 1, args.rounds)[1]
+        for name in ("lit_sft", "not prepacked")
+    }
+    decode = {
+        name: (sum(map(len, ours)) - len(prompts))
+        / (sides[name]["seconds"] * len(prompts) - prompt_s[name])
+        for name in prompt_s
+    }
     batch = min(args.batch_size, len(prompts))
-    decode_tokens_per_s = (ours_row["tokens"] - len(prompts)) / (ours_s - prompt_s)
-    plain_s = results["cached, batched, not prepacked"][1]
-    plain_prompt_s = results["prompts only, not prepacked"][1]
-    plain_decode_tokens_per_s = (ours_row["tokens"] - len(prompts)) / (plain_s - plain_prompt_s)
-    roofline_tokens_per_s = batch * bandwidth / decode_bytes(model)
-    print(
-        f"{args.model}, {len(prompts)} prompts (median {statistics.median(map(len, prompts))} "
-        f"tokens), {new} new tokens each, batch {args.batch_size}, "
-        f"{torch.get_num_threads()} threads; slow ways on {len(slow_prompts)} prompts"
-        f"{f' x {slow_new} new tokens' if slow_new != new else ''}, scaled"
+    roofline = batch * bandwidth / a.decode_bytes(model)
+    common.print_sides(
+        f"{args.model}, {len(prompts)} prompts, {new} new tokens (end-of-text {eos}), batch "
+        f"{args.batch_size}; slow ways on {len(slow)} prompts x {slow_new} tokens, scaled; "
+        "seconds an answer",
+        sides,
     )
-    print(f"{'':<26}{'tokens/s':>10}{'s/answer':>10}{'lit_sft is':>12}{'identical':>11}")
-    for name, row in rows.items():
-        print(
-            f"{name:<26}{row['tokens_per_s']:>10.1f}{row['s_per_answer']:>10.2f}"
-            f"{row['speedup_per_answer']:>11.1f}x{row['identical_to_cached']:>8}/{row['answers']}"
-        )
-    print(
-        f"decode {decode_tokens_per_s:.1f} tokens/s; roofline {roofline_tokens_per_s:.1f} "
-        f"(batch {batch} x {bandwidth / 1e9:.1f} GB/s copy / {decode_bytes(model) / 1e6:.0f} MB "
-        f"of weights per step): {decode_tokens_per_s / roofline_tokens_per_s:.2f} of it; "
-        f"not prepacked {plain_decode_tokens_per_s:.1f} tokens/s = "
-        f"{plain_decode_tokens_per_s / roofline_tokens_per_s:.2f}"
+    print(f"identical to lit_sft's answers: {identical}")
+    print(f"decode {decode['lit_sft']:.1f} tokens/s = {decode['lit_sft'] / roofline:.2f} of the "
+          f"roofline ({roofline:.1f}: batch {batch} x {bandwidth / 1e9:.1f} GB/s copy / "
+          f"{a.decode_bytes(model) / 1e6:.0f} MB a step); not prepacked "
+          f"{decode['not prepacked'] / roofline:.2f}")  # fmt: skip
+    if "done rows kept" in sides:
+        kept = sides["done rows kept"]["seconds"] / sides["lit_sft"]["seconds"]
+        print(f"dropping done rows: {kept:.2f}x; answer lengths {sorted(map(len, ours))}")
+    return common.emit(
+        "bench_generate",
+        args,
+        book_code,
+        sides,
+        n=len(prompts),
+        max_new_tokens=new,
+        slow_new_tokens=slow_new,
+        eos_id=eos,
+        identical_answers=identical,
+        answer_lengths=sorted(map(len, ours)),
+        decode_tokens_per_s=decode,
+        copy_bandwidth_bytes_per_s=bandwidth,
+        roofline_tokens_per_s=roofline,
     )
-    result = {
-        "bench": "bench_generate",
-        "model": args.model,
-        "n": len(prompts),
-        "slow_n": len(slow_prompts),
-        "slow_new_tokens": slow_new,
-        "max_new_tokens": new,
-        "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(),
-        "prompt_seconds": prompt_s,
-        "decode_tokens_per_s": decode_tokens_per_s,
-        "decode_tokens_per_s_not_prepacked": plain_decode_tokens_per_s,
-        "copy_bandwidth_bytes_per_s": bandwidth,
-        "decode_weight_bytes": decode_bytes(model),
-        "roofline_tokens_per_s": roofline_tokens_per_s,
-        "roofline_fraction": decode_tokens_per_s / roofline_tokens_per_s,
-        "loadavg": list(os.getloadavg()),
-        "results": rows,
-    }
-    print(json.dumps(result))
-    return result
 
 
 if __name__ == "__main__":

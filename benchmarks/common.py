@@ -199,6 +199,25 @@ def median_seconds(run: Callable[[], Any], repeats: int = 7, warmup: int = 2) ->
     return times[len(times) // 2]
 
 
+# peak_flops.py's own shapes (../shared/bench): its peak is the best median over them.
+PEAK_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (1024, 768, 2304),
+               (1024, 768, 3072), (1024, 768, 50257), (1024, 1024, 4096)]  # fmt: skip
+
+
+def gemm_peak(book: Book | None, shapes: list[tuple[int, int, int]] | None = None) -> float:
+    """The fp32 GEMM FLOP/s MFU divides by: `../shared/bench/peak_flops.py`'s peak (the best
+    median over its square and GPT-2-shaped products, or `shapes`), timed here without it."""
+    shapes = shapes or PEAK_SHAPES
+    if book is not None:
+        bench = book.module("peak_flops").bench
+        return max(bench(m, k, n, repeats=5)["gflops_median"] for m, k, n in shapes) * 1e9
+    rates = []
+    for m, k, n in shapes:
+        x, w = torch.randn(m, k), torch.randn(k, n)
+        rates.append(2 * m * k * n / median_seconds(lambda x=x, w=w: x @ w, 5, warmup=1))
+    return max(rates)
+
+
 def side(seconds: float, tokens_per_s: float, peak_mib: float, **extra: Any) -> dict[str, Any]:
     """One side's figures: latency, throughput, peak memory, and whatever else it reports."""
     return {"seconds": seconds, "tokens_per_s": tokens_per_s, "peak_mib": peak_mib, **extra}

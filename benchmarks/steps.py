@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -134,34 +135,37 @@ def time_steps(
               f"{run.step_s[-1]:.3f}s", file=sys.stderr, flush=True)  # fmt: skip
 
 
-def book_side(spec: Spec) -> dict[str, Any]:
-    """The book's data pipeline, model and `train_model_simple` body, timed."""
-    from functools import partial
-
+def book_loader(spec: Spec) -> Any:
+    """The book's DataLoader over its train split, as its chapter 7 builds it."""
     from torch.utils.data import DataLoader
 
     book = Book(spec.book_dir)
+    chapter, common = book.module("instruction_finetuning"), book.module("bench_common")
+    dataset, collate = (
+        (chapter.InstructionDatasetWithMasking, chapter.custom_collate_with_masking_fn)
+        if spec.mask_instructions
+        else (chapter.InstructionDataset, chapter.custom_collate_fn)
+    )
+    return DataLoader(
+        dataset(common.load_splits(spec.data)[0], common.get_tokenizer()),
+        batch_size=spec.batch_size,
+        collate_fn=partial(collate, device="cpu", allowed_max_length=BOOK_ALLOWED_MAX_LENGTH),
+        shuffle=spec.shuffle,
+        drop_last=True,
+    )
+
+
+def book_side(spec: Spec) -> dict[str, Any]:
+    """The book's data pipeline, model and `train_model_simple` body, timed."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
     if spec.random_length:
         batches = iter(random_batches(spec))
     else:
-        chapter = book.module("instruction_finetuning")
-        common = book.module("bench_common")
-        dataset, collate = (
-            (chapter.InstructionDatasetWithMasking, chapter.custom_collate_with_masking_fn)
-            if spec.mask_instructions
-            else (chapter.InstructionDataset, chapter.custom_collate_fn)
-        )
-        loader = DataLoader(
-            dataset(common.load_splits(spec.data)[0], common.get_tokenizer()),
-            batch_size=spec.batch_size,
-            collate_fn=partial(collate, device="cpu", allowed_max_length=BOOK_ALLOWED_MAX_LENGTH),
-            shuffle=spec.shuffle,
-            drop_last=True,
-        )
+        loader = book_loader(spec)
         torch.manual_seed(123)  # the book reseeds before its epoch loop (the shuffle order)
         batches = endless(loader)
+    book = Book(spec.book_dir)
     model = book.model(spec.config, spec.weights).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     calc_loss_batch = book.module("previous_chapters").calc_loss_batch
