@@ -1,36 +1,32 @@
 """A DPO step as the book's notebook describes it against lit_sft's, same weights and same pairs.
 
-    python benchmarks/bench_dpo.py --steps 4 [--model gpt2-small] [--threads 2]
+    python -m benchmarks.bench_dpo --model gpt2-small --steps 3 --warmup 1 [--threads 2]
 
 The book's DPO notebook is not in ../shared/bench/ref, so its step is RE-IMPLEMENTED here from the
-published recipe, not copied: the book's GPTModel (imported from --ref-dir), prompt + "\\n\\n###
-Response:\\n" + answer, the mask dropping the prompt but keeping "### Response:\\n", padding with
-end-of-text and masking it, log-probabilities averaged over the counted tokens (compute_logprobs),
-four forward passes per step (policy and frozen reference, chosen and rejected), AdamW lr 5e-6,
-weight decay 0.01. lit_sft: `DPOModule` (logp=mean) on `PreferenceDataModule` batches (one
-forward of chosen and rejected together; the output head only on counted positions), with the
-frozen reference run live and precomputed. One process, the sides in turn, the first train pairs
-in file order; random weights (seed 123) written once and loaded by both. Prints a table and one
-JSON line. Losses differ by design (lit_sft masks the response header and counts one
-end-of-text); the check line compares both log-probability codes on the book's own batch.
+published recipe, on the book's GPTModel: prompt + "\\n\\n### Response:\\n" + answer, the mask
+dropping the prompt but keeping "### Response:\\n", end-of-text padding masked, log-probabilities
+averaged over the counted tokens (compute_logprobs), four forward passes a step (policy and frozen
+reference, chosen and rejected), AdamW lr 5e-6, weight decay 0.01. lit_sft: `DPOModule`
+(logp=mean) on `PreferenceDataModule` batches, the frozen reference run live and precomputed.
+One process, the sides in turn, the first train pairs in file order. Losses differ by design
+(lit_sft masks the response header); the check compares both log-probability codes on the book's
+own batch. Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import os
 import statistics
-import sys
 import tempfile
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmarks import common
 from lit_sft.checkpoints import load_weights
 from lit_sft.data.entries import load_entries, split_entries
 from lit_sft.data.preference import PREFERENCE_FIELDS, PreferenceDataModule
@@ -39,8 +35,6 @@ from lit_sft.tokenizer import END_OF_TEXT, IGNORE_INDEX, Tokenizer
 from lit_sft.training.dpo import DPOModule
 from lit_sft.training.losses import sequence_logps
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LIT_SFT_SHARED", REPO.parent / "shared"))
 BETA = 0.1
 
 
@@ -49,15 +43,13 @@ def book_batches(entries: list[dict], batch_size: int, steps: int) -> list[dict[
     tokenizer, alpaca = Tokenizer(), prompt_style("alpaca")
     batches = []
     for start in range(0, batch_size * steps, batch_size):
-        rows = {"chosen": [], "rejected": []}
+        rows: dict[str, list[tuple[list[int], int]]] = {"chosen": [], "rejected": []}
         for entry in entries[start : start + batch_size]:
-            prompt = tokenizer.encode(alpaca.instruction_text(entry))
-            for key in rows:
-                full = tokenizer.encode(
-                    f"{alpaca.instruction_text(entry)}\n\n### Response:\n{entry[key]}"
-                )
-                rows[key].append((full, len(prompt)))
-        width = max(len(full) for key in rows for full, _ in rows[key])
+            prompt = alpaca.instruction_text(entry)
+            for key, items in rows.items():
+                full = tokenizer.encode(f"{prompt}\n\n### Response:\n{entry[key]}")
+                items.append((full, len(tokenizer.encode(prompt))))
+        width = max(len(full) for items in rows.values() for full, _ in items)
         batch = {}
         for key, items in rows.items():
             ids = torch.full((len(items), width), END_OF_TEXT)
@@ -72,132 +64,123 @@ def book_batches(entries: list[dict], batch_size: int, steps: int) -> list[dict[
 
 def book_logprobs(model: torch.nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
     """compute_logprobs as the book describes it: per-token log-probabilities, masked mean."""
-    logits = model(ids)[:, :-1]
-    logps = torch.gather(F.log_softmax(logits, dim=-1), -1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    logps = F.log_softmax(model(ids)[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1))
     mask = mask[:, 1:]
-    return (logps * mask).sum(-1) / mask.sum(-1)
+    return (logps.squeeze(-1) * mask).sum(-1) / mask.sum(-1)
 
 
-def book_step(policy, reference, optimizer, batch: dict[str, Tensor]) -> float:
-    optimizer.zero_grad()
-    pc = book_logprobs(policy, batch["chosen"], batch["chosen_mask"])
-    pr = book_logprobs(policy, batch["rejected"], batch["rejected_mask"])
-    with torch.no_grad():
-        rc = book_logprobs(reference, batch["chosen"], batch["chosen_mask"])
-        rr = book_logprobs(reference, batch["rejected"], batch["rejected_mask"])
-    loss = -F.logsigmoid(BETA * ((pc - pr) - (rc - rr))).mean()
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def run_book(policy: torch.nn.Module, batches: list[dict]) -> tuple[list[float], list[float]]:
+def book_step(policy: torch.nn.Module) -> Callable[[dict[str, Tensor]], float]:
+    """The book's DPO step on its own batches, with a frozen copy of `policy` as reference."""
     reference = copy.deepcopy(policy).requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=5e-6, weight_decay=0.01)
-    return timed(lambda b: book_step(policy, reference, optimizer, b), batches)
+
+    def step(batch: dict[str, Tensor]) -> float:
+        optimizer.zero_grad()
+        pc, pr = (
+            book_logprobs(policy, batch[k], batch[f"{k}_mask"]) for k in ("chosen", "rejected")
+        )
+        with torch.no_grad():
+            rc, rr = (
+                book_logprobs(reference, batch[k], batch[f"{k}_mask"])
+                for k in ("chosen", "rejected")
+            )
+        loss = -F.logsigmoid(BETA * ((pc - pr) - (rc - rr))).mean()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
 
 
-def lit_module(
-    config: dict, weights: Path, precompute: bool = False
-) -> tuple[DPOModule, torch.optim.Optimizer]:
+def lit_step(config: dict, weights: str, batches: list, precompute: bool) -> Callable:
+    """lit_sft's DPO step (`DPOModule`, mean log-probabilities), reference live or precomputed."""
     module = DPOModule(config, beta=BETA, logp="mean", precompute_reference=precompute)
     load_weights(module.model, weights)
     module.configure_model()
-    return module, module.configure_optimizers()["optimizer"]
+    optimizer = module.configure_optimizers()["optimizer"]
+    split = "train" if precompute else None
+    if precompute:
+        module.compute_reference_table({"train": batches})
+
+    def step(batch: dict[str, Tensor]) -> float:
+        pairs = batch["input_ids"].shape[0] // 2
+        optimizer.zero_grad()
+        sums = module.backward_pair_mean(batch, 1 / pairs, split)
+        optimizer.step()
+        return (sums[0] / pairs).item()
+
+    return step
 
 
-def lit_step(module: DPOModule, optimizer, batch: dict[str, Tensor]) -> float:
-    optimizer.zero_grad()
-    # The reference comes from the precomputed table when the module has one, else live.
-    sums = module.backward_sums(batch, 1 / (batch["input_ids"].shape[0] // 2))
-    optimizer.step()
-    return (sums[0] / (batch["input_ids"].shape[0] // 2)).item()
-
-
-def timed(step, batches) -> tuple[list[float], list[float]]:
+def timed_side(make: Callable[[], Callable], batches: list, warmup: int) -> dict[str, Any]:
+    """Builds a side (its set-up counted in its time only when it is per run, as a precompute is)
+    and runs its steps; median step time after `warmup`, positions/s and peak memory."""
+    common.reset_peak()
+    step, setup_s = common.timed(make)
     times, losses = [], []
     for batch in batches:
-        start = time.perf_counter()
-        losses.append(step(batch))
-        times.append(time.perf_counter() - start)
-    return times, losses
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", default="gpt2-small", choices=["gpt2-small", "gpt2-medium", "tiny"]
+        loss, seconds = common.timed(lambda batch=batch: step(batch))
+        times.append(seconds)
+        losses.append(loss)
+    ids = [b["input_ids"] if "input_ids" in b else b["chosen"] for b in batches]
+    positions = sum(x.numel() for x in ids[warmup:]) * (1 if "input_ids" in batches[0] else 2)
+    return common.side(
+        statistics.median(times[warmup:]),
+        positions / sum(times[warmup:]),
+        common.peak_mib(),
+        setup_s=setup_s,
+        losses=losses,
     )
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1, help="steps left out of the medians")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument(
-        "--data", default=str(SHARED / "data" / "instruction-data-with-preference.json")
-    )
-    parser.add_argument("--ref-dir", default=str(SHARED / "bench" / "ref"))
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sys.path.insert(0, args.ref_dir)
-    import bench_common  # the book's model and the reference's weight converter
 
-    ns = argparse.Namespace(model=args.model, tiny=args.model == "tiny", load_init=None)
-    book_policy, cfg = bench_common.build_model(ns, seed=123)
-    config = {k: cfg[k] for k in ("vocab_size", "context_length", "emb_dim", "n_layers", "n_heads")}
-    config |= {"drop_rate": 0.0, "qkv_bias": True}
-    weights = Path(tempfile.mkdtemp()) / "model.safetensors"
-    bench_common.save_hf_safetensors(book_policy, str(weights), cfg)
 
-    train, _, _ = split_entries(load_entries(args.data, fields=PREFERENCE_FIELDS))
-    book = book_batches(train, args.batch_size, args.steps)
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the sides, prints the table and the JSON line."""
+    p = common.parser(__doc__)
+    p.set_defaults(data=str(common.PREFERENCE_DATA))
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=1, help="steps left out of the medians")
+    p.add_argument("--batch-size", type=int, default=8)
+    args = p.parse_args(argv)
+    book = common.setup(args)
+    config = common.model_config(args.model)
+    train = split_entries(load_entries(args.data, fields=PREFERENCE_FIELDS))[0]
     data = PreferenceDataModule(path=args.data, batch_size=args.batch_size, shuffle=False)
     data.setup()
     ours = [b for b, _ in zip(data.train_dataloader(), range(args.steps), strict=False)]
-
-    # Check: both log-probability codes on the book's first batch (same weights, same mask).
-    module, optimizer = lit_module(config, weights)
-    ids, mask = book[0]["chosen"], book[0]["chosen_mask"]
-    with torch.no_grad():
-        theirs = book_logprobs(book_policy, ids, mask)
-        targets = ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)
-        mine = sequence_logps(module.model, ids[:, :-1], targets, mean=True)
-    logp_diff = (theirs - mine).abs().max().item()
-
-    results = {"book recipe (re-implemented)": run_book(book_policy, book)}
-    del book_policy
-    results["lit_sft, live reference"] = timed(lambda b: lit_step(module, optimizer, b), ours)
-    del module, optimizer
-    module, optimizer = lit_module(config, weights, precompute=True)
-    start = time.perf_counter()
-    module.compute_reference_table({"train": ours})
-    precompute_s = time.perf_counter() - start
-    results["lit_sft, precomputed reference"] = timed(
-        lambda b: lit_step(module, optimizer, b), ours
+    theirs = book_batches(train, args.batch_size, args.steps)
+    sides, checks = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = common.seeded_weights(Path(tmp) / "init.safetensors", config, book)
+        if book is not None:
+            policy = book.model(config, weights)
+            module = DPOModule(config, logp="mean")
+            load_weights(module.model, weights)
+            ids, mask = theirs[0]["chosen"], theirs[0]["chosen_mask"]
+            with torch.no_grad():
+                targets = ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)
+                mine = sequence_logps(module.model, ids[:, :-1], targets, mean=True)
+                checks["logp_max_abs_diff"] = (
+                    (book_logprobs(policy, ids, mask) - mine).abs().max().item()
+                )
+            del module
+            sides["book"] = timed_side(lambda: book_step(policy), theirs, args.warmup)
+            del policy
+        for name, precompute in (("lit_sft", False), ("lit_sft precomputed", True)):
+            make = lambda p=precompute: lit_step(config, weights, ours, p)  # noqa: E731
+            sides[name] = timed_side(make, ours, args.warmup)
+    common.print_sides(
+        f"{args.model}, batch {args.batch_size} pairs, {args.steps} steps ({args.warmup} "
+        "warm-up); book: its notebook's recipe re-implemented; seconds a step",
+        sides,
     )
-
-    medians = {side: statistics.median(t[args.warmup :]) for side, (t, _) in results.items()}
-    base = medians["book recipe (re-implemented)"]
-    threads = torch.get_num_threads()
-    print(f"{args.model}, batch {args.batch_size}, {args.steps} steps, threads {threads}")
-    print(f"{'side':34s} {'median step s':>13s} {'vs book':>8s}  losses")
-    for side, (_, losses) in results.items():
-        rounded = [round(x, 4) for x in losses]
-        print(f"{side:34s} {medians[side]:13.3f} {base / medians[side]:7.2f}x  {rounded}")
-    print(f"reference precompute for {args.steps} batches: {precompute_s:.2f} s (once per run)")
-    print(f"check: book vs lit_sft mean log-probabilities, same batch: max |diff| {logp_diff:.2e}")
-    speedups = {side: base / median for side, median in medians.items()}
-    print(
-        json.dumps(
-            {
-                "model": args.model,
-                "median_step_s": medians,
-                "speedup_vs_book": speedups,
-                "precompute_s": precompute_s,
-                "logp_max_abs_diff": logp_diff,
-            }
+    for name, s in sides.items():
+        print(
+            f"{name:<20} set-up {s['setup_s']:.2f} s, losses {[round(x, 4) for x in s['losses']]}"
         )
-    )
+    if checks:
+        print(f"check: book vs lit_sft mean log-probabilities, same batch: max |diff| "
+              f"{checks['logp_max_abs_diff']:.2e}")  # fmt: skip
+    return common.emit("bench_dpo", args, book, sides, steps=args.steps, **checks)
 
 
 if __name__ == "__main__":
