@@ -13,7 +13,18 @@ from typing import Any
 
 import pytest
 
-from benchmarks import bench_lora, bench_memory, bench_train, common
+from benchmarks import (
+    bench_ceiling,
+    bench_done_rows,
+    bench_dpo,
+    bench_generate,
+    bench_lora,
+    bench_memory,
+    bench_recipe,
+    bench_recipe_gpu,
+    bench_train,
+    common,
+)
 
 HAS_BOOK = common.find_book(str(common.DEFAULT_BOOK_DIR)) is not None
 TINY = ["--model", "gpt2-tiny", "--threads", "1"]
@@ -96,3 +107,75 @@ def test_without_the_book_its_side_is_skipped_with_a_note(
     )  # fmt: skip
     assert "no book code at" in capsys.readouterr().err
     assert set(result["sides"]) == {"lit_sft"} and result["vs_book"] == {}
+
+
+def test_bench_generate_answers_as_the_book_does(capsys: pytest.CaptureFixture[str]) -> None:
+    result = smoke(capsys, bench_generate.main, "--n", "3", "--batch-size", "2",
+                   "--max-new-tokens", "6", "--slow-n", "1", "--slow-new-tokens", "3")  # fmt: skip
+    assert set(result["sides"]) == sides("lit_sft", "not prepacked", "uncached")
+    # Every way gives lit_sft's tokens (the slow ways their first 3 of the 6).
+    assert result["identical_answers"] == {
+        name: s["answers"] for name, s in result["sides"].items()
+    }
+    assert result["answer_lengths"] == [6, 6, 6]
+    assert all(positive(v) for v in result["decode_tokens_per_s"].values())
+
+
+def test_bench_done_rows_ends_answers_at_different_lengths(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = smoke(capsys, bench_done_rows.main, "--n", "4", "--max-new-tokens", "8",
+                   "--rounds", "1")  # fmt: skip
+    assert set(result["sides"]) == sides("lit_sft", "not prepacked", "uncached", "done rows kept")
+    lengths = result["answer_lengths"]
+    assert lengths[0] < 8 and lengths[-1] == 8  # some answers end, not all
+    assert result["identical_answers"]["done rows kept"] == 4
+
+
+def test_bench_recipe_extrapolates_both_sides(capsys: pytest.CaptureFixture[str]) -> None:
+    result = smoke(capsys, bench_recipe.main, "--steps", "2", "--batch-size", "2",
+                   "--new-tokens", "3", "--book-new-tokens", "2", "--answer-batch-size", "4",
+                   "--peak-size", "64", "--same-process")  # fmt: skip
+    assert set(result["sides"]) == sides("lit_sft", "lit_sft grouped")
+    grouped, plain = result["sides"]["lit_sft grouped"], result["sides"]["lit_sft"]
+    # Grouped batches carry less padding: a larger share of their positions are targets.
+    assert grouped["target_share"] > plain["target_share"]
+    assert all(s["mfu"] > 0 for s in result["sides"].values())
+
+
+def test_bench_ceiling_times_the_products_of_a_step(capsys: pytest.CaptureFixture[str]) -> None:
+    result = smoke(capsys, bench_ceiling.main, "--decode-model", "gpt2-tiny", "--batch-size",
+                   "2", "--length", "8", "--steps", "2", "--decode-batch", "2",
+                   "--peak-size", "64", "--same-process")  # fmt: skip
+    assert set(result["sides"]) == sides("lit_sft", "GEMM ceiling")
+    assert set(result["gemm_s"]) == {"blocks", "attention", "head"}
+    assert all(positive(v) for v in result["decoding"].values() if not isinstance(v, str))
+
+
+def test_bench_dpo_checks_the_log_probabilities(capsys: pytest.CaptureFixture[str]) -> None:
+    result = smoke(capsys, bench_dpo.main, "--steps", "2", "--batch-size", "2")
+    assert set(result["sides"]) == sides("lit_sft", "lit_sft precomputed")
+    if HAS_BOOK:
+        assert result["logp_max_abs_diff"] < 1e-5
+
+
+def test_bench_recipe_gpu_parses_its_options_on_a_cpu() -> None:
+    args = bench_recipe_gpu.parse_args(
+        ["--variants", "module.compile=true", "trainer.precision=32-true data.packing=true",
+         "--precisions", "auto", "32-true", "--answer-batch-sizes", "8", "32"]
+    )  # fmt: skip
+    assert args.variants == ["module.compile=true", "trainer.precision=32-true data.packing=true"]
+    assert args.precisions == ["auto", "32-true"] and args.answer_batch_sizes == [8, 32]
+    assert args.device == "cuda" and args.model == "gpt2-medium"
+
+
+@pytest.mark.slow  # train.py and evaluate.py in their own processes: minutes on 2 cores
+def test_bench_recipe_gpu_runs_on_a_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    result = smoke(capsys, bench_recipe_gpu.main, "--device", "cpu", "--entries", "24",
+                   "--new-tokens", "3", "--book-prompts", "1", "--precisions", "32-true",
+                   "--variants", "trainer.precision=32-true data.group_by_length=true")  # fmt: skip
+    assert set(result["sides"]) == sides(
+        "lit_sft trainer.precision=32-true",
+        "lit_sft trainer.precision=32-true data.group_by_length=true",
+    )
+    assert result["answering"]["32"]["answers"] == 2
