@@ -17,24 +17,32 @@ from typing import Any
 from benchmarks import bench_generate, common
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Translates the old options and runs `bench_generate`."""
+def translate(argv: Sequence[str] | None) -> list[str]:
+    """The `bench_generate` options these old options mean."""
     p = common.parser(__doc__)
     p.add_argument("--n", type=int, default=32, help="test-set prompts, one batch")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--eos-id", default="staggered")
     p.add_argument("--rounds", type=int, default=2)
     args, rest = p.parse_known_args(argv)
-    return bench_generate.main(
-        [
-            *("--model", args.model, "--n", str(args.n), "--batch-size", str(args.n)),
-            *("--max-new-tokens", str(args.max_new_tokens), "--eos-id", args.eos_id),
-            *("--rounds", str(args.rounds), "--data", args.data, "--book-dir", args.book_dir),
-            *("--slow-n", "1", "--slow-new-tokens", "8"),
-            *(("--threads", str(args.threads)) if args.threads else ()),
-            *rest,
-        ]
-    )
+    return [
+        *("--model", args.model, "--n", str(args.n), "--batch-size", str(args.n)),
+        *("--max-new-tokens", str(args.max_new_tokens), "--eos-id", args.eos_id),
+        *("--rounds", str(args.rounds), "--data", args.data, "--book-dir", args.book_dir),
+        *("--slow-n", "1", "--slow-new-tokens", "8"),
+        *(("--threads", str(args.threads)) if args.threads else ()),
+        *rest,
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> Any:
+    """The `bench_generate` options, as the old ones translate."""
+    return bench_generate.parse_args(translate(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs `bench_generate` with the translated options."""
+    return bench_generate.main(translate(argv))
 
 
 if __name__ == "__main__":

@@ -133,14 +133,18 @@ def timed_side(make: Callable[[], Callable], batches: list, warmup: int) -> dict
     )
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Runs the sides, prints the table and the JSON line."""
+def parse_args(argv: Sequence[str] | None) -> Any:
     p = common.parser(__doc__)
     p.set_defaults(data=str(common.PREFERENCE_DATA))
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--warmup", type=int, default=1, help="steps left out of the medians")
     p.add_argument("--batch-size", type=int, default=8)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the sides, prints the table and the JSON line."""
+    args = parse_args(argv)
     book = common.setup(args)
     config = common.model_config(args.model)
     train = split_entries(load_entries(args.data, fields=PREFERENCE_FIELDS))[0]

@@ -18,8 +18,8 @@ from typing import Any
 from benchmarks import bench_train, common
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Translates the old options and runs `bench_train`."""
+def translate(argv: Sequence[str] | None) -> list[str]:
+    """The `bench_train` options these old options mean."""
     p = common.parser(__doc__, model="gpt2-large")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--length", type=int, default=512)
@@ -28,16 +28,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
     args, rest = p.parse_known_args(argv)
     variant = ("--precision", args.precision) if args.precision else ("--checkpointing",)
-    return bench_train.main(
-        [
-            *("--model", args.model, "--steps", str(args.steps), "--warmup", "0"),
-            *("--batch-size", str(args.batch_size), "--length", str(args.length)),
-            *("--book-dir", args.book_dir, *variant),
-            "--keep-freed-memory" if args.keep_freed_memory else "--no-keep-freed-memory",
-            *(("--threads", str(args.threads)) if args.threads else ()),
-            *rest,
-        ]
-    )
+    return [
+        *("--model", args.model, "--steps", str(args.steps), "--warmup", "0"),
+        *("--batch-size", str(args.batch_size), "--length", str(args.length)),
+        *("--book-dir", args.book_dir, *variant),
+        "--keep-freed-memory" if args.keep_freed_memory else "--no-keep-freed-memory",
+        *(("--threads", str(args.threads)) if args.threads else ()),
+        *rest,
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> Any:
+    """The `bench_train` options, as the old ones translate."""
+    return bench_train.parse_args(translate(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs `bench_train` with the translated options."""
+    return bench_train.main(translate(argv))
 
 
 if __name__ == "__main__":

@@ -102,8 +102,11 @@ def random_batches(spec: Spec) -> list[tuple[Tensor, Tensor]]:
     return [(ids[:, :-1], ids[:, 1:]) for ids in rows]
 
 
-def monitored(run: Run, body: Callable[[], None]) -> dict[str, Any]:
-    """Runs `body` (the timed steps) with peak memory and other processes' CPU share around it."""
+def monitored(run: Run, spec: Spec, body: Callable[[], None]) -> dict[str, Any]:
+    """Runs `body` (the timed steps) on `spec.threads` threads with peak memory and other
+    processes' CPU share around it."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     run.peak_mib = peak_mib()
     reset, other = reset_peak(), OtherCpu().start()
     body()
@@ -157,8 +160,6 @@ def book_loader(spec: Spec) -> Any:
 
 def book_side(spec: Spec) -> dict[str, Any]:
     """The book's data pipeline, model and `train_model_simple` body, timed."""
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
     if spec.random_length:
         batches = iter(random_batches(spec))
     else:
@@ -179,7 +180,7 @@ def book_side(spec: Spec) -> dict[str, Any]:
         return loss.detach()
 
     run = Run("book")
-    return monitored(run, lambda: time_steps(run, spec.steps, batches, lambda b: b, step))
+    return monitored(run, spec, lambda: time_steps(run, spec.steps, batches, lambda b: b, step))
 
 
 def example_lengths(batch: dict[str, Tensor]) -> list[int]:
@@ -237,8 +238,6 @@ def lit_side(spec: Spec) -> dict[str, Any]:
     """lit_sft's batches and training step without the Trainer, timed."""
     if spec.keep_freed_memory:
         keep_freed_memory()
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
     if spec.random_length:
         batches = iter({"input_ids": x, "targets": y} for x, y in random_batches(spec))
     else:
@@ -246,15 +245,13 @@ def lit_side(spec: Spec) -> dict[str, Any]:
     module = lit_module(spec)
     # Its scheduler is constant by default, so it can be left out.
     optimizer = module.configure_optimizers()["optimizer"]
-    autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if spec.precision == "bf16-mixed" else None
-    )
+    bf16 = spec.precision == "bf16-mixed"
 
     def step(batch: dict[str, Tensor], mark: Callable[[], None]) -> Tensor:
         if spec.packing:  # as `data.packing=true`'s collate packs it, here inside the timed step
             batch = pack_batch(batch, example_lengths(batch), spec.config["context_length"])
         tokens = (batch["targets"] != IGNORE_INDEX).sum().float().clamp(min=1)
-        with autocast or nullcontext():
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
             loss_sum = sft_step(
                 module.model,
                 optimizer,
@@ -267,7 +264,7 @@ def lit_side(spec: Spec) -> dict[str, Any]:
 
     run = Run(lit_name(spec), trainable_parameters=trainable_parameters(module.model))
     tensors = itemgetter("input_ids", "targets")
-    return monitored(run, lambda: time_steps(run, spec.steps, batches, tensors, step))
+    return monitored(run, spec, lambda: time_steps(run, spec.steps, batches, tensors, step))
 
 
 class StepClock(L.Callback):
@@ -292,20 +289,13 @@ class StepClock(L.Callback):
 
 def lightning_side(spec: Spec) -> dict[str, Any]:
     """The same steps through `Trainer.fit` (no validation, logger or checkpoints), timed."""
-    keep_freed_memory()
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+    if spec.keep_freed_memory:
+        keep_freed_memory()
     module = lit_module(spec)
     run = Run("lightning")
     trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=spec.steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[StepClock(run)],
-    )
-    return monitored(run, lambda: trainer.fit(module, datamodule=lit_datamodule(spec)))
+        accelerator="cpu", max_steps=spec.steps, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[StepClock(run)],
+    )  # fmt: skip
+    return monitored(run, spec, lambda: trainer.fit(module, datamodule=lit_datamodule(spec)))

@@ -6,8 +6,10 @@ breaks a script, or the book's parity, fails here.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -179,3 +181,30 @@ def test_bench_recipe_gpu_runs_on_a_cpu(capsys: pytest.CaptureFixture[str]) -> N
         "lit_sft trainer.precision=32-true data.group_by_length=true",
     )
     assert result["answering"]["32"]["answers"] == 2
+
+
+def documented_commands() -> list[list[str]]:
+    """Every `python -m benchmarks.<script> ...` command the READMEs show, as argv lists."""
+    text = "\n".join((common.REPO / f).read_text() for f in ("README.md", "benchmarks/README.md"))
+    commands = []
+    for line in text.replace("\\\n", " ").splitlines():
+        if "python -m benchmarks." in line:
+            command = line[line.index("python -m benchmarks.") :].split("`")[0]
+            commands.append(shlex.split(command, comments=True)[2:])
+    return commands
+
+
+@pytest.mark.parametrize("command", documented_commands(), ids=" ".join)
+def test_documented_commands_parse(command: list[str]) -> None:
+    module = importlib.import_module(command[0])
+    args = module.parse_args(command[1:])
+    assert args.model in common.MODELS
+
+
+def test_ratios_to_the_book_worked_by_hand() -> None:
+    sides = {
+        "book": common.side(seconds=2.0, tokens_per_s=10.0, peak_mib=100.0),
+        "lit_sft": common.side(seconds=0.5, tokens_per_s=30.0, peak_mib=50.0),
+    }
+    assert common.vs_book(sides)["lit_sft"] == {"speedup": 4.0, "throughput": 3.0, "memory": 0.5}
+    assert common.vs_book({"lit_sft": sides["lit_sft"]}) == {}
