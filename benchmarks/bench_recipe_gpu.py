@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--book-prompts", type=int, default=10)
     p.add_argument("--answer-batch-sizes", type=int, nargs="+", default=[32])
-    p.add_argument("--precisions", nargs="+", default=["auto"], help="train.py's trainer.precision")
+    p.add_argument("--precisions", nargs="*", default=["auto"], help="train.py's trainer.precision")
     p.add_argument("--variants", nargs="*", default=[], help="more train.py runs, each overrides")
     p.add_argument("--device", default="cuda")
     p.add_argument("--entries", type=int, default=None, help="the first N entries (a check)")
