@@ -2,20 +2,13 @@
 
     python -m benchmarks.bench_ceiling [--model gpt2-medium] [--length 65] [--threads 2]
 
-MFU and the bandwidth roofline divide by ideals (the best fp32 GEMM rate, the weights' bytes over
-a copy bandwidth). This measures, in one invocation, what the step's own products reach, each
-alone and warm:
-
-- Training (`--model`, batch `--batch-size` x `--length` random tokens, every position a target):
-  every GEMM of a forward and backward pass (each linear's forward, input gradient and weight
-  gradient in autograd's layouts, the output head on every row, the attention products) plus the
-  fused AdamW step: the "GEMM ceiling" side, against lit_sft's and the book's measured steps on
-  the same batch (`bench_train --length`). MFU = 6 x matmul parameters + attention per target.
-- Decoding (`--decode-model`, `--decode-batch` rows, one new token each): every product of a
-  decode step in the fastest of four layouts (`x @ W.T`, `W @ x.T`, `x` times a transposed copy,
-  oneDNN's prepacked weight), against lit_sft's measured decode step and the roofline.
-
-The process keeps freed memory as `train.py` does. Prints a table, then one JSON line.
+MFU and the roofline divide by ideals; this measures what the step's own products reach, each
+alone and warm. Training (batch x `--length` random tokens, every position a target): every GEMM
+of a forward and backward pass in autograd's layouts plus the fused AdamW step (the "GEMM
+ceiling" side), against lit_sft's and the book's measured steps on the same batch. Decoding
+(`--decode-model`, `--decode-batch` rows): every product of a step in the fastest of four layouts
+(`x @ W.T`, `W @ x.T`, a transposed copy, oneDNN's prepacked weight), against lit_sft's measured
+decode step and the bandwidth roofline.
 """
 
 from __future__ import annotations

@@ -2,41 +2,36 @@
 
     python -m benchmarks.bench_done_rows --model gpt2-small --n 32 --max-new-tokens 256
 
-Kept as the old spelling of `python -m benchmarks.bench_generate --eos-id staggered --batch-size N
---n N --rounds 2 --slow-n 1 --slow-new-tokens 8`: random weights never choose end-of-text, so the
-token that ends most (not all) of a free run's answers is made the end (`--eos-id` to choose);
-lit_sft answers the `--n` prompts in one batch as it does (done answers leave the batch) and with
-every row kept to the end; the book's `generate` on one prompt, scaled, is the baseline.
+The old spelling of `python -m benchmarks.bench_generate --eos-id staggered --batch-size N --n N
+--rounds 2 --slow-n 1 --slow-new-tokens 8`, its other options as `bench_generate`'s: random
+weights never choose end-of-text, so the token that ends most (not all) of a free run's answers
+is made the end; lit_sft answers the `--n` prompts in one batch as it does (done answers leave
+the batch) and with every row kept to the end; the book's `generate` on one prompt is the
+baseline.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks import bench_generate, common
+from benchmarks import bench_generate
+
+DEFAULTS = ["--eos-id", "staggered", "--max-new-tokens", "256", "--rounds", "2", "--slow-n", "1",
+            "--slow-new-tokens", "8"]  # fmt: skip
 
 
 def translate(argv: Sequence[str] | None) -> list[str]:
-    """The `bench_generate` options these old options mean."""
-    p = common.parser(__doc__)
-    p.add_argument("--n", type=int, default=32, help="test-set prompts, one batch")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--eos-id", default="staggered")
-    p.add_argument("--rounds", type=int, default=2)
-    args, rest = p.parse_known_args(argv)
-    return [
-        *("--model", args.model, "--n", str(args.n), "--batch-size", str(args.n)),
-        *("--max-new-tokens", str(args.max_new_tokens), "--eos-id", args.eos_id),
-        *("--rounds", str(args.rounds), "--data", args.data, "--book-dir", args.book_dir),
-        *("--slow-n", "1", "--slow-new-tokens", "8"),
-        *(("--threads", str(args.threads)) if args.threads else ()),
-        *rest,
-    ]
+    """The `bench_generate` options these mean (later options override the defaults before them):
+    `--n` prompts (32 by default) in one batch."""
+    n = argparse.ArgumentParser(add_help=False)
+    n.add_argument("--n", default="32")
+    size = n.parse_known_args(argv)[0].n
+    return [*DEFAULTS, "--n", size, "--batch-size", size, *(argv or [])]
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
-    """The `bench_generate` options, as the old ones translate."""
     return bench_generate.parse_args(translate(argv))
 
 

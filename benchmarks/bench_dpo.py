@@ -3,14 +3,11 @@
     python -m benchmarks.bench_dpo --model gpt2-small --steps 3 --warmup 1 [--threads 2]
 
 The book's DPO notebook is not in ../shared/bench/ref, so its step is RE-IMPLEMENTED here from the
-published recipe, on the book's GPTModel: prompt + "\\n\\n### Response:\\n" + answer, the mask
-dropping the prompt but keeping "### Response:\\n", end-of-text padding masked, log-probabilities
-averaged over the counted tokens (compute_logprobs), four forward passes a step (policy and frozen
-reference, chosen and rejected), AdamW lr 5e-6, weight decay 0.01. lit_sft: `DPOModule`
-(logp=mean) on `PreferenceDataModule` batches, the frozen reference run live and precomputed.
-One process, the sides in turn, the first train pairs in file order. Losses differ by design
-(lit_sft masks the response header); the check compares both log-probability codes on the book's
-own batch. Prints a table, then one JSON line.
+published recipe on the book's GPTModel: "\n\n### Response:\n" kept in the mask, end-of-text
+padding masked, mean log-probabilities, four forward passes a step, AdamW 5e-6 / 0.01. lit_sft:
+`DPOModule` (logp=mean) on `PreferenceDataModule` batches, reference live and precomputed. The
+losses differ by design (lit_sft masks the header); the check compares both log-probability codes
+on the book's own batch.
 """
 
 from __future__ import annotations

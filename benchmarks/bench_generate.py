@@ -2,17 +2,13 @@
 
     python -m benchmarks.bench_generate --model gpt2-small --n 8 --max-new-tokens 64 [--threads 2]
 
-Random weights (seed 123), greedy, on the CPU. By default the end-of-text id is one no token has,
-so every answer is `--max-new-tokens` long and every way does the same work per answer;
-`--eos-id staggered` makes the token that ends most (not all) of a free run's answers the end
-(`bench_done_rows`), and adds lit_sft keeping done rows to the end. lit_sft answers all `--n`
-prompts longest first in batches of `--batch-size` (as `evaluate.py` does), and again without
-prepacked weights; the slow ways (the book's `generate`, and lit_sft uncached, one prompt at a
-time) answer the first `--slow-n` prompts, with `--slow-new-tokens` tokens if given (their time
-then scaled per processed position). Each way's seconds are per answer, best of `--rounds`.
-Decode tokens/s (the prompts' forward left out) is set against the bandwidth roofline: the bytes
-of the weights a decode step reads over a copy bandwidth measured in the same invocation. Prints
-a table, then one JSON line.
+Greedy, on the CPU; by default no token ends an answer, so every way does the same work per
+answer (`--eos-id staggered`: the token that ends most, not all, of a free run's answers does, and
+lit_sft also runs with done rows kept to the end). lit_sft answers all `--n` prompts longest first
+in batches (as `evaluate.py` does), with and without prepacked weights; the slow ways (the book's
+`generate`, lit_sft uncached) the first `--slow-n` with `--slow-new-tokens`, scaled per processed
+position. Seconds are per answer, best of `--rounds`; decode tokens/s (prompts' forward left out)
+is set against the roofline: the bytes a decode step reads over a copy bandwidth measured here.
 """
 
 from __future__ import annotations

@@ -2,18 +2,14 @@
 
     python -m benchmarks.bench_recipe [--model gpt2-medium] [--steps 3] [--threads 2]
 
-Training (2 epochs over the 935-entry train split, batch 8): each side trains `--steps` steps (the
-first a warm-up) on the same first batches and weights, in its own process (`bench_train`'s
-sides); a step costs about its positions (batch x length), so each side's seconds per position
-times the positions of its full run's batches (every batch of both epochs, drawn as each side
-draws them) extrapolates the run. lit_sft is extrapolated twice: plain shuffled batches (the
-default) and `data.group_by_length=true`. MFU counts 6 x matmul parameters + attention per target
-token over the fp32 GEMM peak (`common.gemm_peak`) measured in this invocation.
-
-Answering the 110 test prompts at `--new-tokens` new tokens, greedy: the book's `generate` answers
-`--book-prompts` prompts with `--book-new-tokens` tokens, extrapolated per processed position;
-lit_sft answers the first (longest-prompt) `--lit-batches` batches in full, scaled to all batches.
-Every figure but the measured steps is an extrapolation. Prints a table, then one JSON line.
+Training (2 epochs, batch 8): each side trains `--steps` steps (the first a warm-up) on the same
+batches and weights (`bench_train`'s sides); a step costs about its positions, so its seconds per
+position times the positions of its full run's batches (both epochs, shuffled as the side
+shuffles) extrapolates the run; lit_sft twice, plain and `data.group_by_length=true`. MFU: 6 x
+matmul parameters + attention per target token over the GEMM peak measured here. Answering the
+110 test prompts: the book's `generate` on `--book-prompts` x `--book-new-tokens`, scaled per
+processed position; lit_sft `--lit-batches` full batches of the longest prompts, scaled. Every
+figure but the measured steps is an extrapolation.
 """
 
 from __future__ import annotations

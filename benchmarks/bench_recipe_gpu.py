@@ -3,22 +3,14 @@
     python -m benchmarks.bench_recipe_gpu [--model gpt2-medium] [--book-prompts 10]
         [--precisions auto 32-true] [--variants "module.compile=true" ...]
 
-Whole runs, nothing extrapolated but the book's answers; both sides start from the same random
-weights (seed 123).
-
-- Training. The book: chapter 7 as published, timed around `train_model_simple` (2 epochs, batch
-  8, shuffled, AdamW 5e-5 / 0.1, evaluation every 5 steps on 5 batches, a sample after each
-  epoch; fp32). lit_sft: `python train.py` with the same settings (its defaults) at each of
-  `--precisions` (`auto`: bf16-mixed on a GPU) and with each of `--variants` (a quoted string of
-  overrides), each its own process, timed by its summary (`wall_time_s`: the fit).
-- Answering the 110 test prompts at `--new-tokens` new tokens, greedy. The book: its `generate`
-  on the first `--book-prompts` prompts, scaled to all. lit_sft: `python evaluate.py` answering all
-  of them, as its `eval-summary.json` reports.
-- MFU: 6 x matmul parameters + attention per target token (as `bench_recipe`) over the dense GEMM
-  rate of the side's precision measured here (fp32 without TF32, as the book runs; bf16).
-
-`--device cpu --entries 16` runs it all on a CPU in a few minutes (a check, not a measurement).
-Prints a table, then one JSON line.
+Whole runs from the same random weights, nothing extrapolated but the book's answers. Training:
+chapter 7's `train_model_simple` (2 epochs, batch 8, AdamW 5e-5 / 0.1, evaluation every 5 steps,
+a sample each epoch; fp32) against `python train.py` (its defaults are the same) at each of
+`--precisions` and with each of `--variants` (a quoted string of overrides), timed by its
+summary's `wall_time_s`. Answering the 110 test prompts: the book's `generate` on
+`--book-prompts`, scaled, against `python evaluate.py`. MFU over the GEMM rate of the side's
+precision measured here (fp32 without TF32, as the book runs; bf16). `--device cpu --entries 16`
+checks it all on a CPU.
 """
 
 from __future__ import annotations

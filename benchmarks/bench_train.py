@@ -2,15 +2,11 @@
 
     python -m benchmarks.bench_train --model gpt2-small --steps 6 [--lightning] [--rounds 2]
 
-Random weights (seed 123) are written once in Hugging Face naming; then each side runs the first
-`--steps` batches of the book's train split in file order, in its own spawned process (so its
-peak memory is its own), one after the other: the book's loop and lit_sft's step (`steps.py`),
-plus a side per variant asked for (`--lightning`: the whole `Trainer.fit`; `--compile`,
-`--packing`, `--checkpointing`, `--precision bf16-mixed`, `--lora-rank R`). `--length L` trains
-on random token rows of length L (every position a target) instead. With the same batches every
-side's losses must equal the book's (within 1e-3; they agree to ~1e-6), or it exits 1. Prints a
-table (median step time after `--warmup`, positions/s, peak memory, ratios to the book), each
-side's losses, then one JSON line.
+Each side runs the first `--steps` batches of the book's train split in file order (`--length L`:
+random token rows) in its own spawned process, in turn: the book's loop, lit_sft's step and a
+side per variant asked for (`steps.py`). Where a side saw the book's batches its losses must equal
+the book's within 1e-3 (they agree to ~1e-6), or it exits 1. Prints a table (median step after
+`--warmup`, positions/s, peak memory, ratios to the book), the losses, then one JSON line.
 """
 
 from __future__ import annotations
@@ -53,7 +49,6 @@ def parse_args(argv: Sequence[str] | None) -> Any:
         default=True,
         help="lit_sft's sides keep freed memory for reuse, as train.py does",
     )
-    p.add_argument("--only-variants", action="store_true", help="leave out plain lit_sft")
     p.add_argument("--same-process", action="store_true", help="no spawn (a quick check)")
     args = p.parse_args(argv)
     args.model = "gpt2-tiny" if args.tiny else args.model
@@ -62,7 +57,7 @@ def parse_args(argv: Sequence[str] | None) -> Any:
 
 def variants(spec: Spec, args: Any) -> list[Spec]:
     """One spec per lit_sft side asked for."""
-    specs = [] if args.only_variants else [spec]
+    specs = [spec]
     specs += [replace(spec, compile=True)] if args.compile else []
     specs += [replace(spec, packing=True)] if args.packing else []
     specs += [replace(spec, checkpointing=True)] if args.checkpointing else []

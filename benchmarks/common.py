@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from types import ModuleType
@@ -274,10 +274,5 @@ def emit(
         "vs_book": vs_book(sides, base),
         **extra,
     }
-    print(json.dumps(result, default=_plain))
+    print(json.dumps(result, default=str))
     return result
-
-
-def _plain(value: Any) -> Any:
-    """JSON for the dataclasses and paths a result may hold."""
-    return asdict(value) if hasattr(value, "__dataclass_fields__") else str(value)
