@@ -13,6 +13,7 @@ baseline.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +26,11 @@ DEFAULTS = ["--eos-id", "staggered", "--max-new-tokens", "256", "--rounds", "2",
 def translate(argv: Sequence[str] | None) -> list[str]:
     """The `bench_generate` options these mean (later options override the defaults before them):
     `--n` prompts (32 by default) in one batch."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     n = argparse.ArgumentParser(add_help=False)
     n.add_argument("--n", default="32")
     size = n.parse_known_args(argv)[0].n
-    return [*DEFAULTS, "--n", size, "--batch-size", size, *(argv or [])]
+    return [*DEFAULTS, "--n", size, "--batch-size", size, *argv]
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:

@@ -9,6 +9,7 @@ must agree.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ RENAMED = {"--rank": "--lora-rank", "--alpha": "--lora-alpha"}
 
 def translate(argv: Sequence[str] | None) -> list[str]:
     """The `bench_train` options these mean (later options override the defaults before them)."""
-    return DEFAULTS + [RENAMED.get(word, word) for word in argv or []]
+    argv = sys.argv[1:] if argv is None else argv
+    return DEFAULTS + [RENAMED.get(word, word) for word in argv]
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:

@@ -12,6 +12,7 @@ allocates its moments at the first.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ DEFAULTS = ["--model", "gpt2-large", "--batch-size", "4", "--length", "512", "--
 
 def translate(argv: Sequence[str] | None) -> list[str]:
     """The `bench_train` options these mean (later options override the defaults before them)."""
-    argv = list(argv or [])
+    argv = sys.argv[1:] if argv is None else list(argv)
     variant = [] if "--precision" in argv else ["--checkpointing"]
     return [*DEFAULTS, "--warmup", "0", *variant, *argv]
 

@@ -10,6 +10,7 @@ import importlib
 import json
 import math
 import shlex
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -207,3 +208,15 @@ def test_ratios_to_the_book_worked_by_hand() -> None:
     }
     assert common.vs_book(sides)["lit_sft"] == {"speedup": 4.0, "throughput": 3.0, "memory": 0.5}
     assert common.vs_book({"lit_sft": sides["lit_sft"]}) == {}
+
+
+def test_the_old_spellings_read_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_lora", "--rank", "3", "--alpha", "6"])
+    assert bench_lora.parse_args(None).lora_rank == 3
+    assert bench_lora.parse_args(None).lora_alpha == 6
+    monkeypatch.setattr(sys, "argv", ["bench_memory", "--length", "7", "--precision", "bf16-mixed"])
+    args = bench_memory.parse_args(None)
+    assert (args.length, args.precision, args.checkpointing) == (7, "bf16-mixed", False)
+    monkeypatch.setattr(sys, "argv", ["bench_done_rows", "--n", "5"])
+    args = bench_done_rows.parse_args(None)
+    assert (args.n, args.batch_size, args.eos_id) == (5, 5, "staggered")
