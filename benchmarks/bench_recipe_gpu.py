@@ -30,6 +30,7 @@ import torch
 from benchmarks import common
 from benchmarks.bench_recipe import EPOCHS, flops_per_target, recipe_batches
 from benchmarks.steps import Spec
+from lit_sft.run_dir import EvalDir, RunDir
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -108,8 +109,9 @@ def run_entry_point(script: str, args: Any, run: Path, overrides: list[str]) -> 
                f"run_dir={run}", *overrides]  # fmt: skip
     print("+", " ".join(command), file=sys.stderr, flush=True)
     subprocess.run(command, check=True, cwd=common.REPO)
-    summary = run / ("summary.json" if script == "train.py" else "eval/eval-summary.json")
-    return json.loads(summary.read_text())
+    if script == "train.py":
+        return RunDir(run).read_summary()
+    return EvalDir(run / "eval").read_latest_summary()
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             size: run_entry_point("evaluate.py", args, Path(tmp) / f"answers-{size}",
                                   ["prompt=alpaca", f"weights={weights}", "scorer=exact_match",
                                    f"max_new_tokens={args.new_tokens}", f"batch_size={size}",
-                                   f"device={args.device}"])["generation"]
+                                   f"device={args.device}"])["timing"]["generated"]
             for size in args.answer_batch_sizes
         }  # fmt: skip
         batches = recipe_batches(spec, "book") if book else recipe_batches(spec, "lit_sft")

@@ -3,8 +3,8 @@
 Each side is a function of a `Spec` (plain values) returning a `Run` as a dict, so it can run in a
 freshly spawned process (`common.in_child`) whose peak memory is its own. The book's side is the
 body of its `train_model_simple` (zero_grad -> calc_loss_batch -> backward -> AdamW step); lit_sft's
-is the step `SFTModule.training_step` takes without the Trainer (`sft_step` with the module's own
-optimizer), in a process set up as `train.py` sets up its own (`keep_freed_memory`).
+is what `SFTModule.training_step` does at accumulate_grad_batches=1, without the Trainer
+(`sft_step` with the module's own optimizer), in a process set up as `train.py` sets up its own.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from lit_sft.data.packing import pack_batch
 from lit_sft.data.sft import InstructionDataModule
 from lit_sft.lora import LoRAConfig, add_adapters, trainable_parameters
 from lit_sft.tokenizer import IGNORE_INDEX
-from lit_sft.training.losses import sft_step
-from lit_sft.training.sft import InstructionModule
+from lit_sft.training.sft import SFTModule
+from lit_sft.training.steps import sft_step
 
 # One optimizer step on a batch; it calls its second argument right before `optimizer.step()`.
 StepFn = Callable[[Any, Callable[[], None]], Tensor]
@@ -216,9 +216,9 @@ def lit_name(spec: Spec) -> str:
     return " ".join(name for name, on in variants.items() if on) or "lit_sft"
 
 
-def lit_module(spec: Spec) -> InstructionModule:
+def lit_module(spec: Spec) -> SFTModule:
     """The SFT module holding the spec's weights, in its variant, ready to train."""
-    module = InstructionModule(
+    module = SFTModule(
         spec.config,
         lr=spec.lr,
         weight_decay=spec.weight_decay,
