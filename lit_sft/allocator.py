@@ -5,7 +5,7 @@ when the block is freed. A CPU training step allocates several such blocks and f
 (the logits and their gradients, the token table's and output head's gradients: about 0.6 GB a
 step for gpt2-small), so every step faults in and zeroes those pages anew. Served from malloc's
 heap instead, they reuse the memory earlier steps freed: `train.py` on gpt2-small ran 60 steps
-of the book's data 1.10-1.19x faster for 3-6 % more peak memory (`benchmarks/README.md`).
+of the book's data 1.10-1.19x faster for 3-6 % more peak memory (`benchmarks/RESULTS.md`).
 PyTorch's tuning guide fixes the same cost by preloading jemalloc or tcmalloc; this needs no
 library.
 """

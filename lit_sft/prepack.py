@@ -4,7 +4,7 @@ A decode step multiplies one row per sequence by every weight of the model, so i
 fast the weights stream from memory. `nn.Linear` on the CPU runs MKL's general GEMM, which streams
 such shapes at a fraction of the memory bandwidth; oneDNN's kernels, with the weight reordered
 into their blocked layout once per generation, stream them faster: gpt2-small decodes 1.3-1.65x
-the tokens/s at batch 1-32 (`benchmarks/README.md`). The reordered copies cost the weights'
+the tokens/s at batch 1-32 (`benchmarks/RESULTS.md`). The reordered copies cost the weights'
 memory again for as long as the generation runs.
 """
 

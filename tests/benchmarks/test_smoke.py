@@ -174,8 +174,8 @@ def test_bench_recipe_gpu_parses_its_options_on_a_cpu() -> None:
 
 @pytest.mark.slow  # train.py and evaluate.py in their own processes: minutes on 2 cores
 def test_bench_recipe_gpu_runs_on_a_cpu(capsys: pytest.CaptureFixture[str]) -> None:
-    result = smoke(capsys, bench_recipe_gpu.main, "--model", "tiny", "--device", "cpu", "--entries", "24",
-                   "--new-tokens", "3", "--book-prompts", "1", "--precisions",
+    result = smoke(capsys, bench_recipe_gpu.main, "--model", "tiny", "--device", "cpu",
+                   "--entries", "24", "--new-tokens", "3", "--book-prompts", "1", "--precisions",
                    "--variants", "trainer.precision=32-true data.group_by_length=true")  # fmt: skip
     assert set(result["sides"]) == sides(
         "lit_sft trainer.precision=32-true data.group_by_length=true"
