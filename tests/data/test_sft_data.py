@@ -173,12 +173,14 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         (
             None,
             "entry 0 has no 'output' field, in src; give every entry string fields "
-            "instruction, output",
+            "instruction, output (or read 'output' from a field of another name: "
+            "data.fields.output=<its name>)",
         ),
         (
             ("instruction", "input", "chosen", "rejected"),
             "entry 0 has no 'rejected' field, in src; give every entry string fields "
-            "instruction, chosen, rejected",
+            "instruction, chosen, rejected (or read 'rejected' from a field of another name: "
+            "data.fields.rejected=<its name>)",
         ),
     ],
 )
