@@ -28,7 +28,7 @@ from lit_sft.prompts import prompt_style
 from lit_sft.run_dir import RunDir
 
 log = logging.getLogger(__name__)
-METHODS = ("sample", "rewrite")
+PAIRS = ("sample", "rewrite")
 SCORERS = ("exact_match", "judge")
 
 
@@ -56,9 +56,9 @@ def judge_settings(cfg: DictConfig) -> JudgeSettings:
 def pairs_of(
     cfg: DictConfig, run: RunDir, source: DictConfig, splits: dict[str, list[Entry]]
 ) -> tuple[list[dict[str, str]], dict[str, dict[str, int]]]:
-    """The train and val pairs by `cfg.method`, and their outcome counts."""
+    """The train and val pairs by `cfg.pairs`, and their outcome counts."""
     folder, trained = run.preferences_dir, {k: splits[k] for k in ("train", "val")}
-    if cfg.method == "rewrite":
+    if cfg.pairs == "rewrite":
         pairs, counts = [], {}
         with Judge(judge_settings(cfg)) as judge:
             for split, entries in trained.items():
@@ -91,9 +91,9 @@ def pairs_of(
 
 def make_preferences(cfg: DictConfig) -> dict[str, Any]:
     """Writes `<run_dir>/preferences.json` and `<run_dir>/preferences/summary.json`; the summary."""
-    if cfg.method not in METHODS or cfg.scorer not in SCORERS:
+    if cfg.pairs not in PAIRS or cfg.scorer not in SCORERS:
         raise InvalidInput(
-            f"method={cfg.method}, scorer={cfg.scorer}: choose method from {', '.join(METHODS)} "
+            f"pairs={cfg.pairs}, scorer={cfg.scorer}: choose pairs from {', '.join(PAIRS)} "
             f"and scorer from {', '.join(SCORERS)}"
         )
     run = RunDir(cfg.run_dir)
@@ -108,9 +108,9 @@ def make_preferences(cfg: DictConfig) -> dict[str, Any]:
             )
     write_json_atomic(run.preferences, pairs + evaluation_entries(splits["test"]))
     summary = {
-        "method": cfg.method,
-        "scorer": cfg.scorer if cfg.method == "sample" else "rewrite",
-        "pairs": {split: sum(p["split"] == split for p in pairs) for split in counts},
+        "pairs": cfg.pairs,
+        "scorer": cfg.scorer if cfg.pairs == "sample" else None,
+        "pair_counts": {split: sum(p["split"] == split for p in pairs) for split in counts},
         "outcomes": counts,
         "test_entries": len(splits["test"]),
         "seconds": time.perf_counter() - began,
