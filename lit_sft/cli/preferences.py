@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import load_model
+from lit_sft.cli.sources import device_of, model_config
 from lit_sft.data.entries import Entry
 from lit_sft.errors import InvalidInput, MissingFile, exit_if_user_error
 from lit_sft.evaluation.judge import Judge, JudgeSettings
@@ -29,6 +30,8 @@ from lit_sft.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 PAIRS = ("sample", "rewrite")
+# An absolute path: run as `python -m`, Hydra would read a relative one as a Python package.
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SCORERS = ("exact_match", "judge")
 
 
@@ -67,11 +70,7 @@ def pairs_of(
                 )
                 pairs += split_pairs
         return pairs, counts
-    device = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-    arch = OmegaConf.to_container(source.model.arch, resolve=True)
-    model = load_model(
-        {"tie_weights": source.model.tie_weights, **arch}, run.trained_weights(), device
-    )
+    model = load_model(model_config(source), run.trained_weights(), device_of(cfg.device))
     options = SamplingOptions(
         n=cfg.n,
         temperature=cfg.temperature,
@@ -122,11 +121,16 @@ def make_preferences(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="preferences")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
+def task(cfg: DictConfig) -> None:
+    """The command's task: writes the pairs. A user's mistake is one line."""
     try:
         make_preferences(cfg)
     except Exception as error:
         exit_if_user_error(error)
         raise
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="preferences")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point of `python -m lit_sft.preferences`."""
+    task(cfg)
