@@ -19,7 +19,7 @@ RUN = [
     *(o if o != "data=synthetic" else "data=preference" for o in TINY_RUN),
     "method=dpo",
     "data.path=null",
-    "data.synthetic_size=100",
+    "data.synthetic_size=120",  # 6 validation pairs: whole batches on one process and on two
     "data.shuffle=false",
     "module.lr=3e-3",
     "trainer.max_steps=4",
