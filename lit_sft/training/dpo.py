@@ -17,8 +17,8 @@ from lit_sft.files import write_json_atomic
 from lit_sft.lora import disable_adapters, has_adapters
 from lit_sft.model import GPT
 from lit_sft.run_dir import RunDir, read_json
-from lit_sft.training.base import TrainingModule
 from lit_sft.tokenizer import IGNORE_INDEX
+from lit_sft.training.base import TrainingModule
 from lit_sft.training.losses import Batch, sequence_logps
 from lit_sft.training.preference_losses import (
     LossOptions,

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
 
 from lit_sft.data.entries import load_entries, split_entries
 from lit_sft.data.preference import PREFERENCE_FIELDS
 from lit_sft.errors import InvalidInput
+from tests.helpers.config import compose_config
 
 # The DPO article's pairs (Intel/orca_dpo_pairs): system, question, chosen, rejected.
 ARTICLE_PAIRS = [
@@ -69,3 +71,26 @@ def test_split_tags_on_some_entries_only_or_unknown_are_refused() -> None:
         split_entries([{"split": "train"}, {}])
     with pytest.raises(InvalidInput, match="entry 0 has split='dev'; expected one of train"):
         split_entries([{"split": "dev"}])
+
+
+@pytest.mark.parametrize("data", ["preference", "instruction"])
+def test_data_fields_reach_the_datamodule(tmp_path: Path, data: str) -> None:
+    rows = [
+        {"system": "Be brief.", "question": f"Q{i}?", "chosen": f"A{i}", "rejected": "no"}
+        for i in range(20)
+    ]
+    overrides = [
+        f"data={data}",
+        f"data.path={write(tmp_path, rows)}",
+        "data.fields.instruction=question",
+        *(["data.fields.output=chosen"] if data == "instruction" else []),
+    ]
+    cfg = compose_config(["model=gpt2-tiny", "prompt=chatml", *overrides], tmp_path / "run")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    train = datamodule.splits["train"]
+    assert [e["instruction"] for e in train[:2]] == ["Q0?", "Q1?"]
+    assert train[0]["output"] == "A0" and train[0]["system"] == "Be brief."
+    # chatml renders the system field: the mapping changed what the model is shown.
+    assert "Be brief." in datamodule.style.prompt(train[0])
+    assert datamodule.style.prompt(train[0]).count("Q0?") == 1
