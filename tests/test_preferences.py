@@ -142,6 +142,14 @@ def test_another_n_than_the_saved_answers_is_refused(model: GPT, tmp_path: Path)
         sample_answers(model, entries(2), STYLE, tmp_path / "s.jsonl", options, progress=False)
 
 
+def test_resuming_with_other_sampling_options_is_refused(model: GPT, tmp_path: Path) -> None:
+    rule = PairRule()
+    sampled_pairs(model, {"train": entries(2)}, STYLE, tmp_path, QUICK, rule, progress=False)
+    hotter = SamplingOptions(**{**QUICK.__dict__, "temperature": 0.5})
+    with pytest.raises(ValueError, match="were sampled with temperature=1.0; pass the same"):
+        sampled_pairs(model, {"train": entries(2)}, STYLE, tmp_path, hotter, rule, progress=False)
+
+
 def checksum(text: str) -> int:
     return sum(map(ord, text)) % 101
 

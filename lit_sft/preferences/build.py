@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from lit_sft.data.entries import Entry
+from lit_sft.errors import InvalidInput
 from lit_sft.evaluation.judge import Judge
 from lit_sft.evaluation.scoring import exact_match_scores, judge_scores
+from lit_sft.files import write_json_atomic
 from lit_sft.model import GPT
 from lit_sft.preferences.pairs import PairRule, split_pairs
 from lit_sft.preferences.sampling import SamplingOptions, sample_answers
 from lit_sft.prompts import PromptStyle
+from lit_sft.run_dir import read_json
+
+
+def check_sampling(path: Path, options: SamplingOptions) -> None:
+    """Records the sampling options in `path`; refuses others than the answers kept were made by."""
+    settings = {k: v for k, v in asdict(options).items() if k != "prepack_weights"}
+    found = read_json(path)
+    if found is None:
+        write_json_atomic(path, settings)
+    elif found != settings:
+        changed = ", ".join(f"{k}={found[k]}" for k in settings if found.get(k) != settings[k])
+        raise InvalidInput(
+            f"the answers in {path.parent} were sampled with {changed}; pass the same options "
+            "to resume, or delete that folder to sample again"
+        )
 
 
 def score_answers(
@@ -52,6 +70,7 @@ def sampled_pairs(
     """The pairs of each split's prompts (tagged with the split), and per split the count of
     each outcome; answers and judge scores are kept in `folder` (`<split>-samples.jsonl`,
     `<split>-scores.jsonl`) so that a rerun repeats no finished prompt."""
+    check_sampling(folder / "sampling.json", options)
     pairs: list[dict[str, str]] = []
     counts: dict[str, dict[str, int]] = {}
     for split, entries in splits.items():
