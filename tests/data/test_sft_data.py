@@ -391,7 +391,9 @@ def test_a_remote_dataset_is_fetched_into_the_cache_dir(
 ) -> None:
     calls: list[tuple] = []
 
-    def load_entries(path: str, cache_dir: str | None) -> list[dict[str, str]]:
+    def load_entries(
+        path: str, cache_dir: str | None, field_map: dict | None = None
+    ) -> list[dict[str, str]]:
         calls.append(("load", path, cache_dir))
         return ENTRIES
 
