@@ -62,10 +62,13 @@ def test_two_process_dpo_follows_the_single_process_losses(
     common = [f"model.weights={weights}", *reference]
     run_train(single, *common, "data.batch_size=4")
     run_train(ddp, *common, "trainer=ddp", "trainer.devices=2", "data.batch_size=2")
-    for tag in ("train/loss", "train/rewards/margin", "train/logps/chosen", "val/loss"):
+    # Losses and rewards within 1e-5; log-probabilities are sums over answers (~40 here), where
+    # float32 sums in another order differ in the 7th digit.
+    tolerances = {"train/loss": 1e-5, "val/loss": 1e-5, "train/rewards/margin": 1e-5}
+    for tag in (*tolerances, "train/logps/chosen"):
         one = [value for _, value in scalars(single, tag)]
         two = [value for _, value in scalars(ddp, tag)]
         assert len(one) == len(two) >= 2, tag
-        assert one == pytest.approx(two, abs=1e-5), tag
+        assert one == pytest.approx(two, abs=tolerances.get(tag, 0), rel=1e-6), tag
     losses = [value for _, value in scalars(single, "train/loss")]
     assert losses[-1] != losses[0]  # it trains
