@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from lit_sft.cli.train import build_module
 from lit_sft.data.preference import EncodedPair, collate_preferences
 from lit_sft.data.sft import EncodedEntry
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.training.dpo import DPOModule
+from tests.helpers.config import TINY_RUN, compose_config
 
 CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
 MODEL_CONFIG = {"vocab_size": 101, "context_length": 64, "emb_dim": 32, "n_layers": 2, "n_heads": 4}
@@ -105,3 +108,23 @@ def test_options_a_loss_cannot_use_are_refused() -> None:
         ValueError, match="precompute_reference=true does nothing with dpo.loss=orpo"
     ):
         DPOModule(MODEL_CONFIG, loss="orpo", precompute_reference=True)
+
+
+def test_the_dpo_options_reach_the_module_through_the_config(tmp_path: Path) -> None:
+    overrides = [
+        "dpo.loss=orpo",
+        "dpo.sft_weight=0.3",
+        "dpo.simpo_gamma=0.7",
+        "dpo.orpo_lambda=0.2",
+        "dpo.beta=0.4",
+    ]
+    cfg = compose_config([*TINY_RUN, "method=dpo", *overrides], tmp_path)
+    module, _ = build_module(cfg)  # as train.py builds it
+    assert module.hparams.loss == "orpo" and not module.needs_reference
+    options = module.loss_options
+    assert (options.sft_weight, options.simpo_gamma, options.orpo_lambda, options.beta) == (
+        0.3,
+        0.7,
+        0.2,
+        0.4,
+    )
