@@ -14,6 +14,8 @@
                                 generation_config.json and the tokenizer files (lit_sft.export)
 <run>/reference-logps.json      DPO: the reference's log-probabilities, when precomputed
 <run>/eval/                     evaluate's results, keyed by what produced them (EvalDir below)
+<run>/preferences.json          pairs from the run's model (python -m lit_sft.preferences); its
+                                answers, scores and summary.json in <run>/preferences/
 ```
 
 An evaluation folder (`<run>/eval`, or `<out>/eval` for `out=`) holds one folder per set of
@@ -70,6 +72,8 @@ class RunDir:
         self.reference_logps = self.path / "reference-logps.json"
         self.eval_dir = self.path / "eval"
         self.eval = EvalDir(self.eval_dir)
+        self.preferences = self.path / "preferences.json"
+        self.preferences_dir = self.path / "preferences"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"

@@ -74,8 +74,12 @@ class BaseDataModule(L.LightningDataModule):
         overlength: str = "truncate",
         max_train_entries: int | None = None,
         dedup: str = "none",
+        fields: dict[str, str | None] | None = None,
     ) -> None:
         """`path`: a JSON/JSONL file or URL; None generates `synthetic_size` synthetic entries.
+
+        `fields`: lit_sft's field names mapped to the file's (`{"instruction": "question"}`;
+        None: the same name).
 
         Train entries longer than `allowed_max_length` are truncated (the book) or, with
         `overlength="drop"`, left out; `max_train_entries` keeps the first N train entries.
@@ -109,6 +113,7 @@ class BaseDataModule(L.LightningDataModule):
         self.data_check: DataCheck | None = None
         self.data_check_summary: dict[str, Any] = {}
         self.data_check_pairs: list[dict[str, Any]] = []
+        self.fields = {ours: theirs for ours, theirs in (fields or {}).items() if theirs}
         self.tokenizer = Tokenizer()
         self.splits: dict[str, list[Entry]] = {}
         self.encoded: dict[str, list[Encoded]] = {}

@@ -1,4 +1,4 @@
-"""Datasets as lists of entries: read (JSON or JSON Lines, file or URL), validate, split."""
+"""Datasets as lists of entries: read (JSON or JSON Lines, file or URL), rename, validate, split."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from lit_sft.hub import is_remote, local_copy
 
 Entry = dict[str, str]
 SFT_FIELDS = ("instruction", "input", "output")
+# Entries that name their split (`"split": "train"`) keep it whatever the fractions say: a pair file
+# from `lit_sft.preferences` carries the SFT run's own test split, so both runs score one test set.
+SPLIT_FIELD = "split"
+SPLITS = ("train", "test", "val")
 FORMAT_HINT = (
     'expected a JSON list or JSON Lines of {"instruction": ..., "input": ..., "output": ...} '
     "objects (input optional)"
@@ -62,7 +66,8 @@ def validate_entries(
             if field not in entry:
                 raise InvalidInput(
                     f"entry {index} has no {field!r} field, in {source}; give every entry "
-                    f"string fields {', '.join(f for f in fields if f != 'input')}"
+                    f"string fields {', '.join(f for f in fields if f != 'input')} (or read "
+                    f"{field!r} from a field of another name: data.fields.{field}=<its name>)"
                 )
             if not isinstance(entry[field], str):
                 raise InvalidInput(
@@ -73,10 +78,37 @@ def validate_entries(
     return valid
 
 
+def rename_fields(entries: Sequence, field_map: Mapping[str, str], source: str) -> list:
+    """Each entry with lit_sft's field names: `field_map` maps one (`instruction`) to the file's
+    (`question`); a mapped field missing from an entry is an error naming the mapping."""
+    if not field_map:
+        return list(entries)
+    renamed = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            renamed.append(entry)  # validate_entries says what is wrong with it
+            continue
+        for ours, theirs in field_map.items():
+            if theirs not in entry:
+                raise InvalidInput(
+                    f"entry {index} has no {theirs!r} field (data.fields.{ours}={theirs}), in "
+                    f"{source}; name a field the file has (its fields: {', '.join(entry)})"
+                )
+        renamed.append({**entry, **{ours: entry[theirs] for ours, theirs in field_map.items()}})
+    return renamed
+
+
 def load_entries(
-    path: str, cache_dir: str | Path | None = None, fields: Sequence[str] = SFT_FIELDS
+    path: str,
+    cache_dir: str | Path | None = None,
+    fields: Sequence[str] = SFT_FIELDS,
+    field_map: Mapping[str, str] | None = None,
 ) -> list[Entry]:
-    """The validated entries of a local JSON/JSONL file or of an http(s) URL."""
+    """The validated entries of a local JSON/JSONL file or of an http(s) URL.
+
+    `field_map` reads each of lit_sft's `fields` from the file's field of another name
+    (`{"instruction": "question"}`); `fields` are then checked under lit_sft's names.
+    """
     local = local_copy(path, cache_dir) if is_remote(path) else Path(path)
     if not local.is_file():
         raise MissingFile(
@@ -85,16 +117,41 @@ def load_entries(
         )
     # utf-8-sig: editors on Windows save JSON with a byte-order mark.
     text = local.read_text(encoding="utf-8-sig")
-    return validate_entries(parse_entries(text, path), path, fields)
+    entries = rename_fields(parse_entries(text, path), field_map or {}, path)
+    return validate_entries(entries, path, fields)
 
 
 def split_entries(
     entries: Sequence[Entry], train_fraction: float = 0.85, test_fraction: float = 0.10
 ) -> tuple[list[Entry], list[Entry], list[Entry]]:
-    """Train, test and validation entries, in file order (as the book splits them)."""
+    """Train, test and validation entries, in file order (as the book splits them).
+
+    Entries that each name their split (`SPLIT_FIELD`) are grouped by it instead.
+    """
+    tagged = [SPLIT_FIELD in entry for entry in entries]
+    if any(tagged):
+        return split_by_tag(entries, tagged)
     train_end = int(len(entries) * train_fraction)
     test_end = train_end + int(len(entries) * test_fraction)
     return list(entries[:train_end]), list(entries[train_end:test_end]), list(entries[test_end:])
+
+
+def split_by_tag(entries: Sequence[Entry], tagged: Sequence[bool]) -> tuple[list[Entry], ...]:
+    """Train, test and validation entries as each entry's `split` field says."""
+    if not all(tagged):
+        raise InvalidInput(
+            f"entry {tagged.index(False)} has no {SPLIT_FIELD!r} field but others have; "
+            f"give every entry one of {', '.join(SPLITS)}, or none"
+        )
+    groups: dict[str, list[Entry]] = {name: [] for name in SPLITS}
+    for index, entry in enumerate(entries):
+        if entry[SPLIT_FIELD] not in groups:
+            raise InvalidInput(
+                f"entry {index} has {SPLIT_FIELD}={entry[SPLIT_FIELD]!r}; "
+                f"expected one of {', '.join(SPLITS)}"
+            )
+        groups[entry[SPLIT_FIELD]].append(entry)
+    return groups["train"], groups["test"], groups["val"]
 
 
 def check_split_sizes(

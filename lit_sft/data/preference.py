@@ -103,7 +103,7 @@ class PreferenceDataModule(BaseDataModule):
         entries = (
             synthetic_entries(self.synthetic_size, seed=self.seed)
             if self.path is None
-            else load_entries(self.path, self.cache_dir, PREFERENCE_FIELDS)
+            else load_entries(self.path, self.cache_dir, PREFERENCE_FIELDS, self.fields)
         )
         # Scoring an answer needs a reference; a preference entry's is its chosen answer.
         return [{**e, "output": e.get("output", e["chosen"])} for e in entries]

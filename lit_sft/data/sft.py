@@ -44,7 +44,7 @@ class InstructionDataModule(BaseDataModule):
     def entries(self) -> list[Entry]:
         if self.path is None:
             return synthetic_entries(self.synthetic_size, seed=self.seed)
-        return load_entries(self.path, self.cache_dir)
+        return load_entries(self.path, self.cache_dir, field_map=self.fields)
 
     def encode(self, entries: Sequence[Entry]) -> list[EncodedEntry]:
         progress = shows_progress(len(entries))

@@ -1,4 +1,5 @@
-"""The DPO LightningModule: a policy trained against a frozen reference on preference pairs."""
+"""The DPO LightningModule: a policy trained on preference pairs with a loss of the DPO family,
+against a frozen reference (or, for SimPO and ORPO, none)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,16 @@ from lit_sft.files import write_json_atomic
 from lit_sft.lora import disable_adapters, has_adapters
 from lit_sft.model import GPT
 from lit_sft.run_dir import RunDir, read_json
+from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.base import TrainingModule
-from lit_sft.training.losses import Batch, PreferenceLosses, dpo_loss, sequence_logps
+from lit_sft.training.losses import Batch, sequence_logps
+from lit_sft.training.preference_losses import (
+    LossOptions,
+    PreferenceLosses,
+    check_loss_options,
+    pair_losses,
+    preference_loss,
+)
 
 LOGP_REDUCTIONS = ("sum", "mean")
 # Logged as `train/<name>` and `val/<name>`: means over the pairs of a step or a validation.
@@ -52,12 +61,16 @@ def lora_reference(model: GPT) -> Callable[[], contextlib.AbstractContextManager
     return (lambda: disable_adapters(model)) if has_adapters(model) else None
 
 
-def check_options(logp: str, label_smoothing: float) -> None:
-    """Refuses an unknown `logp` reduction and a label smoothing outside [0, 0.5)."""
+def check_options(logp: str, loss: str, options: LossOptions, precompute: bool) -> None:
+    """Refuses an unknown `logp` reduction or loss, and options the loss cannot use."""
     if logp not in LOGP_REDUCTIONS:
         raise InvalidInput(f"unknown dpo.logp {logp!r}; valid: {', '.join(LOGP_REDUCTIONS)}")
-    if not 0 <= label_smoothing < 0.5:
-        raise InvalidInput(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    check_loss_options(loss, options)
+    if precompute and not preference_loss(loss).reference:
+        raise InvalidInput(
+            f"dpo.precompute_reference=true does nothing with dpo.loss={loss} (it has no "
+            "reference model); set it to false"
+        )
 
 
 class DPOModule(TrainingModule):
@@ -76,12 +89,18 @@ class DPOModule(TrainingModule):
         logp: str = "sum",
         label_smoothing: float = 0.0,
         precompute_reference: bool = False,
+        loss: str = "sigmoid",
+        sft_weight: float = 0.0,
+        simpo_gamma: float = 0.5,
+        orpo_lambda: float = 0.1,
         **optimization: Any,
     ) -> None:  # pragma: no mutate block (save_hyperparameters reads the `__init__` frames)
         """`logp`: a response's log-probability summed over its tokens (DPO, TRL) or their mean
         (the book); `precompute_reference`: reference log-probabilities computed once, kept in
-        the run folder. `optimization`: TrainingModule's other options."""
-        check_options(logp, label_smoothing)
+        the run folder; `loss`, `sft_weight`, `simpo_gamma`, `orpo_lambda`: the loss family
+        (`lit_sft.training.preference_losses`). `optimization`: TrainingModule's other options."""
+        self.loss_options = LossOptions(beta, label_smoothing, simpo_gamma, orpo_lambda, sft_weight)
+        check_options(logp, loss, self.loss_options, precompute_reference)
         super().__init__(model_config, lr=lr, weight_decay=weight_decay, **optimization)
         # The frozen copy lives outside the module: not trained, not in checkpoints.
         self._frozen: list[GPT] = []
@@ -99,9 +118,16 @@ class DPOModule(TrainingModule):
         super().configure_model()
         # Runs before a resumed run restores its checkpoint: the policy still holds the initial
         # weights, the ones the reference keeps.
-        if self._frozen or lora_reference(self.model) or self._read_table():
+        if not self.needs_reference or self._frozen or lora_reference(self.model):
+            return
+        if self._read_table():
             return
         self._frozen.append(copy.deepcopy(self.model).requires_grad_(False).eval())
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the loss compares with a reference model (reference-free ones keep none)."""
+        return preference_loss(self.hparams.loss).reference
 
     def logps(self, model: GPT, batch: Batch) -> Tensor:
         """Each row's log-probability of its answer under `model`, per `logp`."""
@@ -167,17 +193,19 @@ class DPOModule(TrainingModule):
     def preference_losses(
         self, batch: Batch, split: str | None = None
     ) -> tuple[PreferenceLosses, Tensor]:
-        """The DPO losses of a batch's pairs, and the policy's log-probabilities of its rows."""
-        policy = self.logps(self.model, batch)
-        reference = self.reference_logps(batch, split)
+        """The losses of a batch's pairs, and the policy's log-probabilities of its rows (as the
+        loss reads them: summed or per-token means)."""
         hp = self.hparams
-        out = dpo_loss(
-            policy[0::2],
-            policy[1::2],
-            reference[0::2],
-            reference[1::2],
-            hp.beta,
-            hp.label_smoothing,
+        sums = sequence_logps(self.model, batch["input_ids"], batch["targets"])
+        means = sums / (batch["targets"] != IGNORE_INDEX).sum(dim=1).clamp(min=1)
+        loss = preference_loss(hp.loss)
+        policy = means if loss.length_normalised or hp.logp == "mean" else sums
+        reference = None
+        if loss.reference:
+            rows = self.reference_logps(batch, split)
+            reference = (rows[0::2], rows[1::2])
+        out = pair_losses(
+            hp.loss, self.loss_options, (policy[0::2], policy[1::2]), reference, means[0::2]
         )
         return out, policy
 

@@ -173,12 +173,14 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         (
             None,
             "entry 0 has no 'output' field, in src; give every entry string fields "
-            "instruction, output",
+            "instruction, output (or read 'output' from a field of another name: "
+            "data.fields.output=<its name>)",
         ),
         (
             ("instruction", "input", "chosen", "rejected"),
             "entry 0 has no 'rejected' field, in src; give every entry string fields "
-            "instruction, chosen, rejected",
+            "instruction, chosen, rejected (or read 'rejected' from a field of another name: "
+            "data.fields.rejected=<its name>)",
         ),
     ],
 )
@@ -389,7 +391,9 @@ def test_a_remote_dataset_is_fetched_into_the_cache_dir(
 ) -> None:
     calls: list[tuple] = []
 
-    def load_entries(path: str, cache_dir: str | None) -> list[dict[str, str]]:
+    def load_entries(
+        path: str, cache_dir: str | None, field_map: dict | None = None
+    ) -> list[dict[str, str]]:
         calls.append(("load", path, cache_dir))
         return ENTRIES
 

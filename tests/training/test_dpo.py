@@ -17,7 +17,8 @@ from lit_sft.model import GPT, GPTConfig
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.dpo import METRICS, DPOModule, pair_metric_sums
-from lit_sft.training.losses import PreferenceLosses, dpo_loss, sequence_logps
+from lit_sft.training.losses import sequence_logps
+from lit_sft.training.preference_losses import LossOptions, PreferenceLosses, pair_losses
 
 CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
 MODEL_CONFIG = {"vocab_size": 101, "context_length": 64, "emb_dim": 32, "n_layers": 2, "n_heads": 4}
@@ -51,6 +52,19 @@ def pairs(generator: torch.Generator, lengths: list[tuple[int, int, int]]) -> di
             )
         )
     return collate_preferences(encoded, pad_id=100)
+
+
+def dpo_loss(
+    pc: torch.Tensor,
+    pr: torch.Tensor,
+    rc: torch.Tensor,
+    rr: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+) -> PreferenceLosses:
+    """The sigmoid (DPO) loss of the family from policy and reference log-probabilities."""
+    options = LossOptions(beta=beta, label_smoothing=label_smoothing)
+    return pair_losses("sigmoid", options, (pc, pr), (rc, rr), pc)
 
 
 def test_loss_is_log_2_with_zero_margin_when_policy_is_reference() -> None:
