@@ -1,10 +1,8 @@
 """Training steps of the book and of lit_sft on the same weights and batches, timed per step.
 
-Each side is a function of a `Spec` (plain values) returning a `Run` as a dict, so it can run in a
-freshly spawned process (`common.in_child`) whose peak memory is its own. The book's side is the
-body of its `train_model_simple` (zero_grad -> calc_loss_batch -> backward -> AdamW step); lit_sft's
-is what `SFTModule.training_step` does at accumulate_grad_batches=1, without the Trainer
-(`sft_step` with the module's own optimizer), in a process set up as `train.py` sets up its own.
+Each side maps a `Spec` (plain values) to a `Run` dict, so it can run in a fresh process
+(`common.in_child`) whose peak memory is its own. The book's side is its `train_model_simple`'s
+body; lit_sft's is `SFTModule.training_step` without the Trainer (`sft_step`), set up as train.py.
 """
 
 from __future__ import annotations
