@@ -67,7 +67,8 @@ def test_a_bad_dataset_names_the_file_the_entry_and_the_field(tmp_path: Path) ->
     assert result.returncode == 1
     assert result.stderr == (
         f"error: entry 1 has no 'output' field, in {path}; give every entry string fields "
-        "instruction, output\n"
+        "instruction, output (or read 'output' from a field of another name: "
+        "data.fields.output=<its name>)\n"
     )
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert (summary["status"], summary["steps"]) == ("failed", 0)
