@@ -115,10 +115,10 @@ def test_unknown_key_fails_loudly(tmp_path: Path) -> None:
 # experiment -> model, prompt, data module, synthetic data (no path), module, lr, batch size.
 SFT, DPO = ("InstructionDataModule", "SFTModule"), ("PreferenceDataModule", "DPOModule")
 PRESETS = {
-    "demo": ("gpt2-tiny", "phi3", SFT[0], True, SFT[1], 2e-3, 16),
+    "demo": ("gpt2-tiny", "phi3", SFT[0], True, SFT[1], 1e-3, 16),
     "dpo_demo": ("gpt2-tiny", "phi3", DPO[0], True, DPO[1], 2e-4, 16),
     "sweep_book": ("gpt2-medium", "alpaca", SFT[0], False, SFT[1], 5e-5, 8),
-    "sweep_demo": ("gpt2-tiny", "phi3", SFT[0], True, SFT[1], 2e-3, 16),
+    "sweep_demo": ("gpt2-tiny", "phi3", SFT[0], True, SFT[1], 1e-3, 16),
 }
 
 
