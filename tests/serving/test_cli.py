@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +14,10 @@ from omegaconf import OmegaConf
 
 from lit_sft.checkpoints import export_hf
 from lit_sft.prompts import prompt_style
-from tests.helpers.config import REPO, compose_config
-from tests.serving.running import expected_answer, tiny_model
-
-MODEL_ARGS = [
-    "model=gpt2-tiny",
-    "model.arch.context_length=128",
-    "model.arch.emb_dim=32",
-    "model.arch.n_layers=2",
-    "model.arch.n_heads=2",
-]
+from tests.helpers.config import compose_config
+from tests.helpers.scripts import script_env, start_script
+from tests.helpers.tiny_gpt import MODEL_ARGS, tiny_model
+from tests.serving.running import expected_answer
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +38,7 @@ def free_port() -> int:
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "serve.py", *args],
-        cwd=REPO,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_script("serve.py", *args, env=script_env(**(env or {})))
 
 
 @pytest.fixture
