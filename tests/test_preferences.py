@@ -31,7 +31,7 @@ from lit_sft.preferences import (
 from lit_sft.preferences.rewrite import rewrite_prompt
 from lit_sft.prompts import prompt_style
 from lit_sft.run_dir import RunDir
-from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.helpers.config import REPO, TINY_RUN, compose_config, save_run_config
 from tests.helpers.llm_server import FakeLLMServer, Reply
 
 ENTRY = {"instruction": "Add up the two numbers: 1 + 2", "input": "", "output": "3"}
@@ -225,9 +225,7 @@ def test_rewrites_ask_for_a_polite_and_an_impolite_answer(
 def tiny_sft_run(tmp_path: Path) -> Path:
     """A run folder as training leaves it: its config and (random) exported weights."""
     run = tmp_path / "sft"
-    cfg = compose_config(TINY_RUN, run)
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    cfg = save_run_config(compose_config(TINY_RUN, run), run)
     arch = OmegaConf.to_container(cfg.model.arch, resolve=True)
     torch.manual_seed(0)
     model = GPT(GPTConfig(**{"tie_weights": cfg.model.tie_weights, **arch}))

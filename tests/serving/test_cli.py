@@ -10,11 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from omegaconf import OmegaConf
 
 from lit_sft.checkpoints import export_hf
 from lit_sft.prompts import prompt_style
-from tests.helpers.config import compose_config
+from tests.helpers.config import compose_config, save_run_config
 from tests.helpers.scripts import script_env, start_script
 from tests.helpers.tiny_gpt import MODEL_ARGS, tiny_model
 from tests.serving.running import expected_answer
@@ -24,9 +23,7 @@ from tests.serving.running import expected_answer
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder of the tests' tiny model, trained (as it were) in the phi3 style."""
     folder = tmp_path_factory.mktemp("runs") / "my-run"
-    cfg = compose_config([*MODEL_ARGS, "prompt=phi3"], folder)
-    (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    save_run_config(compose_config([*MODEL_ARGS, "prompt=phi3"], folder), folder)
     export_hf(tiny_model(), folder)
     return folder
 

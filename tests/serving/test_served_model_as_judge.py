@@ -11,7 +11,7 @@ from lit_sft.checkpoints import export_hf
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import Tokenizer
-from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.helpers.config import REPO, TINY_RUN, compose_config, save_run_config
 from tests.helpers.scripts import run_script, script_env
 from tests.helpers.tiny_gpt import TINY
 from tests.serving.running import NAME, running_server
@@ -33,9 +33,7 @@ def always_says(text: str) -> GPT:
 
 def test_the_served_model_is_evaluate_pys_judge(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = compose_config(TINY_RUN, run)
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    cfg = save_run_config(compose_config(TINY_RUN, run), run)
     arch = OmegaConf.to_container(cfg.model.arch, resolve=True)
     torch.manual_seed(0)
     export_hf(GPT(GPTConfig(**arch)).eval(), run)
