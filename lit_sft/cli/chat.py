@@ -7,8 +7,8 @@ import sys
 from omegaconf import DictConfig
 
 from lit_sft.chat import Chat, Sampling
+from lit_sft.cli.errors import one_line_user_errors
 from lit_sft.cli.sources import load_source
-from lit_sft.errors import exit_if_user_error
 
 
 def build_chat(cfg: DictConfig) -> Chat:
@@ -27,10 +27,7 @@ def chat(cfg: DictConfig) -> None:
         session.session(sys.stdin, sys.stdout)
 
 
+@one_line_user_errors
 def task(cfg: DictConfig) -> None:
     """`chat.py`'s task; a user's mistake (missing run, weights, options) is one line."""
-    try:
-        chat(cfg)
-    except Exception as error:
-        exit_if_user_error(error)
-        raise
+    chat(cfg)

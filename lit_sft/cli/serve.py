@@ -7,8 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from lit_sft.cli.errors import one_line_user_errors
 from lit_sft.cli.sources import load_source
-from lit_sft.errors import InvalidInput, exit_if_user_error
+from lit_sft.errors import InvalidInput
 from lit_sft.serving.app import ServerSettings
 from lit_sft.serving.server import serve_model
 
@@ -41,21 +42,18 @@ def settings_of(cfg: DictConfig) -> ServerSettings:
     )
 
 
+@one_line_user_errors
 def task(cfg: DictConfig) -> None:
     """`serve.py`'s task; a user's mistake (missing run, key, options) is one line."""
-    try:
-        settings = settings_of(cfg)
-        model, style, _ = load_source(cfg, "serve.py", "serving")
-        serve_model(
-            model,
-            style,
-            settings,
-            host=str(cfg.host),
-            port=int(cfg.port),
-            max_batch_size=cfg.max_batch_size,
-            max_queue=cfg.max_queue,
-            prepack_weights=cfg.prepack_weights,
-        )
-    except Exception as error:
-        exit_if_user_error(error)
-        raise
+    settings = settings_of(cfg)
+    model, style, _ = load_source(cfg, "serve.py", "serving")
+    serve_model(
+        model,
+        style,
+        settings,
+        host=str(cfg.host),
+        port=int(cfg.port),
+        max_batch_size=cfg.max_batch_size,
+        max_queue=cfg.max_queue,
+        prepack_weights=cfg.prepack_weights,
+    )
