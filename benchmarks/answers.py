@@ -14,6 +14,7 @@ from benchmarks.common import NEVER, Book, timed
 from lit_sft.checkpoints import load_model
 from lit_sft.data.entries import load_entries, split_entries
 from lit_sft.data.synthetic import synthetic_entries
+from lit_sft.evaluation.answers import longest_first
 from lit_sft.generation import generate
 from lit_sft.model import GPT
 from lit_sft.prompts import prompt_style
@@ -37,10 +38,8 @@ def cached_batched(
     model: GPT, prompts: Answers, new: int, batch_size: int, eos: int = NEVER, prepack: bool = True
 ) -> Answers:
     """Longest prompt first, in batches, as `evaluate.py` answers; the answers in prompt order."""
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     answers: dict[int, list[int]] = {}
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
+    for batch in longest_first(dict(enumerate(prompts)), batch_size):
         made = generate(
             model,
             [prompts[i] for i in batch],

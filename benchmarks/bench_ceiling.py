@@ -128,29 +128,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     book = common.setup(args)
     keep_freed_memory()  # a product's big output then reuses memory, as in train.py
-    config = common.model_config(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Spec(
-            book_dir=book.dir if book else None,
-            data=args.data,
-            weights=common.seeded_weights(Path(tmp) / "init.safetensors", config, book),
-            config=config,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            random_length=args.length,
-            threads=args.threads,
-        )
+        spec = bench_train.seeded_spec(args, book, tmp, random_length=args.length)
         train_args = bench_train.parse_args(["--same-process"] if args.same_process else [])
         runs = bench_train.run_sides(spec, train_args)
         sides = {name: bench_train.summarize(rounds, 1) for name, rounds in runs.items()}
         common.reset_peak()
-        gemms = training_gemms(GPTConfig(**config), args.batch_size, args.length)
+        gemms = training_gemms(GPTConfig(**spec.config), args.batch_size, args.length)
         ceiling = sum(gemms.values()) + adamw_seconds(spec)
         positions = args.batch_size * args.length
         sides["GEMM ceiling"] = common.side(ceiling, positions / ceiling, common.peak_mib())
         peak = common.gemm_peak(book, [(args.peak_size,) * 3] if args.peak_size else None)
         decoding = decode_ceiling(args, book, tmp)
-    flops = flops_per_target(config, args.length) * positions
+    flops = flops_per_target(spec.config, args.length) * positions
     mfu = {name: flops / s["seconds"] / peak for name, s in sides.items()}
     common.print_sides(
         f"training {args.model}, batch {args.batch_size} x {args.length} random tokens; fp32 "

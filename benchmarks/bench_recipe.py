@@ -18,7 +18,6 @@ import argparse
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -106,16 +105,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     book = common.setup(args)
     train_args = bench_train.parse_args(["--same-process"] if args.same_process else [])
     with tempfile.TemporaryDirectory() as tmp:
-        config = common.model_config(args.model)
-        spec = Spec(
-            book_dir=book.dir if book else None,
-            data=args.data,
-            weights=common.seeded_weights(Path(tmp) / "init.safetensors", config, book),
-            config=config,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            threads=args.threads,
-        )
+        spec = bench_train.seeded_spec(args, book, tmp)
         runs = {name: rounds[0] for name, rounds in bench_train.run_sides(spec, train_args).items()}
         peak = common.gemm_peak(book, [(args.peak_size,) * 3] if args.peak_size else None)
         answers = answering(args, book, spec)

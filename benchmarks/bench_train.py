@@ -122,23 +122,36 @@ def compare(name: str, book: list[dict[str, Any]], other: list[dict[str, Any]]) 
     }
 
 
+def seeded_spec(
+    args: argparse.Namespace, book: common.Book | None, tmp: str, **options: Any
+) -> Spec:
+    """The Spec of `--model`, `--data`, `--batch-size`, `--steps`, `--threads`, on weights seeded
+    in the folder `tmp`; `options`: the other fields."""
+    config = common.model_config(args.model)
+    return Spec(
+        book_dir=book.dir if book else None,
+        data=args.data,
+        weights=common.seeded_weights(Path(tmp) / "init.safetensors", config, book),
+        config=config,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        threads=args.threads,
+        **options,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the comparison, prints the table and the JSON line; exits 1 if the losses disagree."""
     args = parse_args(argv)
     book = common.setup(args)
     with tempfile.TemporaryDirectory() as tmp:
-        config = common.model_config(args.model)
-        spec = Spec(
-            book_dir=book.dir if book else None,
-            data=args.data,
-            weights=common.seeded_weights(Path(tmp) / "init.safetensors", config, book),
-            config=config,
-            batch_size=args.batch_size,
-            steps=args.steps,
+        spec = seeded_spec(
+            args,
+            book,
+            tmp,
             shuffle=args.shuffle,
             mask_instructions=args.mask_instructions,
             random_length=args.length,
-            threads=args.threads,
             lora_alpha=args.lora_alpha,
             keep_freed_memory=args.keep_freed_memory,
         )

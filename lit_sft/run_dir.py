@@ -112,6 +112,11 @@ class RunDir:
         )
 
 
+def _keyed_folders(path: Path) -> list[Path]:
+    """The folders in `path` that hold a settings.json, by name."""
+    return sorted((p.parent for p in path.glob("*/settings.json")), key=lambda p: p.name)
+
+
 class EvalDir:
     """An evaluation folder: one `AnswersDir` per set of answers, one `ScoresDir` per scorer."""
 
@@ -131,8 +136,7 @@ class EvalDir:
 
     def answers_dirs(self) -> list[AnswersDir]:
         """Every set of answers here, by name."""
-        found = (AnswersDir(p.parent) for p in self.path.glob("*/settings.json"))
-        return sorted(found, key=lambda a: a.path.name)
+        return [AnswersDir(folder) for folder in _keyed_folders(self.path)]
 
     def summaries(self) -> list[Path]:
         """Every summary here, oldest first."""
@@ -162,8 +166,7 @@ class AnswersDir:
 
     def scores_dirs(self) -> list[ScoresDir]:
         """Every scorer of these answers, by name."""
-        found = (ScoresDir(p.parent) for p in self.path.glob("*/settings.json"))
-        return sorted(found, key=lambda s: s.path.name)
+        return [ScoresDir(folder) for folder in _keyed_folders(self.path)]
 
 
 class ScoresDir:

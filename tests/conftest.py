@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from tests.helpers.config import BOOK_DATA, SHARED, TINY_RUN, compose_config
+from tests.helpers.llm_server import FakeLLMServer
 
 if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken-cache").is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken-cache")
@@ -28,6 +29,22 @@ def tiny_config(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config([*TINY_RUN, *overrides], run_dir or tmp_path / "run")
 
     return make
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy configured on the machine must not swallow requests meant for a local stand-in."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+
+
+@pytest.fixture
+def judge_server(no_proxy: None) -> Iterator[FakeLLMServer]:
+    """The Ollama / OpenAI-compatible judge stand-in on 127.0.0.1, started and stopped."""
+    server = FakeLLMServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,25 +10,14 @@ import torch
 from lit_sft.chat import BANNER, PROMPT, Chat, Sampling, split_message, text_pieces
 from lit_sft.checkpoints import export_hf
 from lit_sft.generation import generate, stream
-from lit_sft.model import GPT, GPTConfig
+from lit_sft.model import GPT
 from lit_sft.prompts import prompt_style
 from lit_sft.tokenizer import Tokenizer
-from tests.helpers.config import REPO
+from tests.helpers.scripts import run_script
+from tests.helpers.tiny_gpt import MODEL_ARGS as TINY_ARGS
+from tests.helpers.tiny_gpt import tiny_model
 
-TINY = dict(vocab_size=50257, context_length=128, emb_dim=32, n_layers=2, n_heads=2)
-MODEL_ARGS = [
-    "model=gpt2-tiny",
-    "model.arch.context_length=128",
-    "model.arch.emb_dim=32",
-    "model.arch.n_layers=2",
-    "model.arch.n_heads=2",
-    "prompt=alpaca",
-]
-
-
-def tiny_model() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(**TINY)).eval()
+MODEL_ARGS = [*TINY_ARGS, "prompt=alpaca"]
 
 
 def expected_answer(model: GPT, instruction: str, input_text: str = "", **sampling) -> str:
@@ -110,11 +97,7 @@ def weights(tmp_path_factory) -> Path:
 
 
 def run_chat(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "chat.py", *args]
-    return subprocess.run(
-        command, cwd=REPO, env=env, input=stdin, capture_output=True, text=True, timeout=300
-    )
+    return run_script("chat.py", *args, stdin=stdin)
 
 
 def test_single_shot_prints_only_the_answer(weights: Path) -> None:

@@ -22,7 +22,7 @@ from lit_sft.checkpoints import export_hf
 from lit_sft.cli.errors import run_cli
 from lit_sft.errors import InvalidInput, one_line, user_error_in
 from lit_sft.model import GPT, GPTConfig
-from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.helpers.config import REPO, TINY_RUN, compose_config, save_run_config
 
 
 def run(script: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -140,8 +140,7 @@ def test_an_unreachable_data_server(tmp_path: Path, cli) -> None:
 def run_folder(tmp_path: Path) -> Path:
     """A run folder holding only its composed config, as a run that stopped early leaves it."""
     folder = tmp_path / "run"
-    (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save(compose_config(TINY_RUN, folder), folder / ".hydra" / "config.yaml")
+    save_run_config(compose_config(TINY_RUN, folder), folder)
     return folder
 
 

@@ -20,7 +20,7 @@ from lit_sft.generation import generate
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.prompts import prompt_style
 from lit_sft.tokenizer import Tokenizer
-from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.helpers.config import REPO, TINY_RUN, compose_config, save_run_config
 from tests.helpers.gpt2 import randomize
 
 CONFIG = dict(vocab_size=50257, context_length=64, emb_dim=32, n_layers=2, n_heads=2)
@@ -109,9 +109,9 @@ def test_modelfile_carries_the_styles_template_and_stops() -> None:
 
 
 def test_the_command_writes_gguf_and_modelfile_for_a_run(tmp_path: Path) -> None:
-    cfg = compose_config([*TINY_RUN, "prompt=phi3"], tmp_path / "run")
-    (tmp_path / "run" / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
+    cfg = save_run_config(
+        compose_config([*TINY_RUN, "prompt=phi3"], tmp_path / "run"), tmp_path / "run"
+    )
     arch = OmegaConf.to_container(cfg.model.arch, resolve=True)
     model = GPT(GPTConfig(**arch)).eval()
     export_hf(model, tmp_path / "run")

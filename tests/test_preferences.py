@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from lit_sft.preferences import (
 from lit_sft.preferences.rewrite import rewrite_prompt
 from lit_sft.prompts import prompt_style
 from lit_sft.run_dir import RunDir
-from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.helpers.config import REPO, TINY_RUN, compose_config, save_run_config
 from tests.helpers.llm_server import FakeLLMServer, Reply
 
 ENTRY = {"instruction": "Add up the two numbers: 1 + 2", "input": "", "output": "3"}
@@ -40,18 +39,7 @@ QUICK = SamplingOptions(n=3, max_new_tokens=4, batch_size=2, prepack_weights=Fal
 STYLE = prompt_style("phi3")
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    fake = FakeLLMServer()
-    fake.start()
-    yield fake
-    fake.stop()
+pytestmark = pytest.mark.usefixtures("no_proxy")  # requests go to a stand-in on 127.0.0.1
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +142,13 @@ def checksum(text: str) -> int:
     return sum(map(ord, text)) % 101
 
 
-def judge_for(server: FakeLLMServer, **kwargs: Any) -> Judge:
-    settings = {"url": server.url, "timeout_s": 5.0, "max_attempts": 2, "backoff_s": 0.0}
+def judge_for(judge_server: FakeLLMServer, **kwargs: Any) -> Judge:
+    settings = {"url": judge_server.url, "timeout_s": 5.0, "max_attempts": 2, "backoff_s": 0.0}
     return Judge(JudgeSettings(**settings | kwargs), sleep=lambda s: None)
 
 
 def test_judge_scores_make_pairs_and_ties_are_skipped_and_counted(
-    model: GPT, server: FakeLLMServer, tmp_path: Path
+    model: GPT, judge_server: FakeLLMServer, tmp_path: Path
 ) -> None:
     answers = sample_answers(model, entries(4), STYLE, tmp_path / "train-samples.jsonl", QUICK)
 
@@ -172,13 +160,13 @@ def test_judge_scores_make_pairs_and_ties_are_skipped_and_counted(
         response = prompt.split("Model response:\n")[1].split("\n\nRate")[0]
         return Reply(str(checksum(response)))
 
-    server.reply_for = score
+    judge_server.reply_for = score
     rule = PairRule(right_score=0, use_reference=False)
-    with judge_for(server, concurrency=3) as judge:
+    with judge_for(judge_server, concurrency=3) as judge:
         pairs, counts = sampled_pairs(
             model, {"train": entries(4)}, STYLE, tmp_path, QUICK, rule, judge, progress=False
         )
-    assert len(server.chats) == 4 * 3
+    assert len(judge_server.chats) == 4 * 3
     expected = []
     for i, its in enumerate(answers[1:], start=1):
         sums = [checksum(a) for a in its]
@@ -188,56 +176,56 @@ def test_judge_scores_make_pairs_and_ties_are_skipped_and_counted(
     assert got == expected
     assert counts["train"]["all_tie"] == 4 - len(expected) >= 1
     assert {p["split"] for p in pairs} == {"train"}
-    with judge_for(server) as judge:  # resumed: every score is kept, no request is made
+    with judge_for(judge_server) as judge:  # resumed: every score is kept, no request is made
         sampled_pairs(model, {"train": entries(4)}, STYLE, tmp_path, QUICK, rule, judge)
-    assert len(server.chats) == 4 * 3
+    assert len(judge_server.chats) == 4 * 3
 
 
 def test_failed_judge_scores_are_counted_then_asked_again(
-    model: GPT, server: FakeLLMServer, tmp_path: Path
+    model: GPT, judge_server: FakeLLMServer, tmp_path: Path
 ) -> None:
-    server.reply_with(*[Reply("down", status=500)] * 2)  # the first answer fails both attempts
+    judge_server.reply_with(
+        *[Reply("down", status=500)] * 2
+    )  # the first answer fails both attempts
     rule = PairRule(right_score=50)
-    with judge_for(server) as judge:
+    with judge_for(judge_server) as judge:
         _, counts = sampled_pairs(
             model, {"train": entries(2)}, STYLE, tmp_path, QUICK, rule, judge, progress=False
         )
-    assert counts["train"]["failed"] == 1 and len(server.chats) == 2 + 5
-    with judge_for(server) as judge:
+    assert counts["train"]["failed"] == 1 and len(judge_server.chats) == 2 + 5
+    with judge_for(judge_server) as judge:
         _, counts = sampled_pairs(
             model, {"train": entries(2)}, STYLE, tmp_path, QUICK, rule, judge, progress=False
         )
-    assert counts["train"]["failed"] == 0 and len(server.chats) == 2 + 5 + 1
+    assert counts["train"]["failed"] == 0 and len(judge_server.chats) == 2 + 5 + 1
 
 
 def test_rewrites_ask_for_a_polite_and_an_impolite_answer(
-    server: FakeLLMServer, tmp_path: Path
+    judge_server: FakeLLMServer, tmp_path: Path
 ) -> None:
-    server.reply_for = lambda body: Reply(
+    judge_server.reply_for = lambda body: Reply(
         "Please: 3." if "more polite." in body["messages"][0]["content"] else "3, obviously."
     )
     path = tmp_path / "rewrites.jsonl"
-    with judge_for(server, concurrency=2) as judge:
+    with judge_for(judge_server, concurrency=2) as judge:
         pairs, counts = rewrite_pairs(entries(3), judge, path, "train", progress=False)
     assert [(p["chosen"], p["rejected"], p["output"]) for p in pairs] == [
         ("Please: 3.", "3, obviously.", "3")
     ] * 3
     assert counts == {"answer": 3, "reference": 0, "all_tie": 0, "failed": 0}
-    asked = sorted(chat.body["messages"][0]["content"] for chat in server.chats)
+    asked = sorted(chat.body["messages"][0]["content"] for chat in judge_server.chats)
     assert asked == sorted(rewrite_prompt(e, p) for e in entries(3) for p in ("polite", "impolite"))
     prompt = rewrite_prompt(entries(3)[0], "polite")
     assert "and correct output `3`, slightly rewrite the output to be more" in prompt
-    with judge_for(server) as judge:
+    with judge_for(judge_server) as judge:
         rewrite_pairs(entries(3), judge, path, "train", progress=False)
-    assert len(server.chats) == 6  # resumed: nothing asked again
+    assert len(judge_server.chats) == 6  # resumed: nothing asked again
 
 
 def tiny_sft_run(tmp_path: Path) -> Path:
     """A run folder as training leaves it: its config and (random) exported weights."""
     run = tmp_path / "sft"
-    cfg = compose_config(TINY_RUN, run)
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    cfg = save_run_config(compose_config(TINY_RUN, run), run)
     arch = OmegaConf.to_container(cfg.model.arch, resolve=True)
     torch.manual_seed(0)
     model = GPT(GPTConfig(**{"tie_weights": cfg.model.tie_weights, **arch}))

@@ -7,25 +7,15 @@ import sys
 from omegaconf import DictConfig
 
 from lit_sft.chat import Chat, Sampling
-from lit_sft.checkpoints import load_model
-from lit_sft.cli.sources import device_of, model_config, source_config, weights_path
-from lit_sft.errors import InvalidInput, exit_if_user_error
-from lit_sft.prompts import prompt_style
+from lit_sft.cli.errors import one_line_user_errors
+from lit_sft.cli.sources import load_source
 
 
 def build_chat(cfg: DictConfig) -> Chat:
     """The model of `run_dir` (or `weights=`, `model=`, `prompt=`) with the sampling settings."""
-    if cfg.run_dir is None and (cfg.get("model") is None or cfg.get("prompt") is None):
-        raise InvalidInput(
-            "chat.py needs run_dir=<run folder>, or weights=<file> model=<size> prompt=<style>"
-        )
-    source, is_run = source_config(cfg) if cfg.run_dir is not None else (cfg, False)
-    weights = weights_path(cfg, source, is_run)
-    if weights is None:
-        print("no weights given: chatting with a randomly initialised model", file=sys.stderr)
-    model = load_model(model_config(source), weights, device_of(cfg.device))
+    model, style, _ = load_source(cfg, "chat.py", "chatting with")
     sampling = Sampling(cfg.temperature, cfg.top_k, cfg.max_new_tokens, cfg.seed)
-    return Chat(model, prompt_style(source.prompt.name), sampling, cfg.prepack_weights)
+    return Chat(model, style, sampling, cfg.prepack_weights)
 
 
 def chat(cfg: DictConfig) -> None:
@@ -37,10 +27,7 @@ def chat(cfg: DictConfig) -> None:
         session.session(sys.stdin, sys.stdout)
 
 
+@one_line_user_errors
 def task(cfg: DictConfig) -> None:
     """`chat.py`'s task; a user's mistake (missing run, weights, options) is one line."""
-    try:
-        chat(cfg)
-    except Exception as error:
-        exit_if_user_error(error)
-        raise
+    chat(cfg)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException
 
 from lit_sft.errors import DEBUG_VARIABLE, debugging, exit_if_user_error, one_line
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def hydra_message(error: Exception) -> str:
@@ -33,6 +37,21 @@ def hydra_message(error: Exception) -> str:
         )
     # Drop the config search path Hydra appends: it names Hydra's internals, not the mistake.
     return one_line(message.split("Config search path:")[0])
+
+
+def one_line_user_errors(task: Callable[P, T]) -> Callable[P, T]:
+    """`task`, ending in one `error:` line on a user's mistake: inside a Hydra task function
+    this spares the user Hydra's own report. Bugs keep their traceback."""
+
+    @functools.wraps(task)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return task(*args, **kwargs)
+        except Exception as error:
+            exit_if_user_error(error)
+            raise
+
+    return run
 
 
 def run_cli(entry: Callable[[], Any]) -> None:

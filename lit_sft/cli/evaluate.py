@@ -14,9 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import load_model
+from lit_sft.cli.errors import one_line_user_errors
 from lit_sft.cli.loggers import build_loggers
 from lit_sft.cli.sources import device_of, model_config, source_config, weights_path
-from lit_sft.errors import InvalidInput, exit_if_user_error
+from lit_sft.errors import InvalidInput
 from lit_sft.evaluation.answers import generate_responses, read_answers_file, rebuild_test_split
 from lit_sft.evaluation.flags import flag_summary, format_flags
 from lit_sft.evaluation.judge import Judge, JudgeSettings, JudgeUnavailable
@@ -194,10 +195,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+@one_line_user_errors
 def task(cfg: DictConfig) -> float | None:
     """`evaluate.py`'s task: evaluates; returns the mean score. A user's mistake is one line."""
-    try:
-        return evaluate(cfg)["mean"]
-    except Exception as error:
-        exit_if_user_error(error)
-        raise
+    return evaluate(cfg)["mean"]

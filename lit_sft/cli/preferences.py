@@ -12,9 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lit_sft.checkpoints import load_model
+from lit_sft.cli.errors import one_line_user_errors
 from lit_sft.cli.sources import device_of, model_config
 from lit_sft.data.entries import Entry
-from lit_sft.errors import InvalidInput, MissingFile, exit_if_user_error
+from lit_sft.errors import InvalidInput, MissingFile
 from lit_sft.evaluation.judge import Judge, JudgeSettings
 from lit_sft.files import write_json_atomic
 from lit_sft.preferences import (
@@ -121,13 +122,10 @@ def make_preferences(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+@one_line_user_errors
 def task(cfg: DictConfig) -> None:
     """The command's task: writes the pairs. A user's mistake is one line."""
-    try:
-        make_preferences(cfg)
-    except Exception as error:
-        exit_if_user_error(error)
-        raise
+    make_preferences(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="preferences")

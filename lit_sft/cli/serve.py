@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lit_sft.checkpoints import load_model
-from lit_sft.cli.sources import device_of, model_config, source_config, weights_path
-from lit_sft.errors import InvalidInput, exit_if_user_error
-from lit_sft.model import GPT
-from lit_sft.prompts import PromptStyle, prompt_style
+from lit_sft.cli.errors import one_line_user_errors
+from lit_sft.cli.sources import load_source
+from lit_sft.errors import InvalidInput
 from lit_sft.serving.app import ServerSettings
 from lit_sft.serving.server import serve_model
 
 DEFAULT_NAME = "lit_sft"
-
-
-def load_served(cfg: DictConfig) -> tuple[GPT, PromptStyle]:
-    """The model of `run_dir` (or `weights=`, `model=`, `prompt=`) and its prompt style."""
-    if cfg.run_dir is None and (cfg.get("model") is None or cfg.get("prompt") is None):
-        raise InvalidInput(
-            "serve.py needs run_dir=<run folder>, or weights=<file> model=<size> prompt=<style>"
-        )
-    source, is_run = source_config(cfg) if cfg.run_dir is not None else (cfg, False)
-    weights = weights_path(cfg, source, is_run)
-    if weights is None:
-        print("no weights given: serving a randomly initialised model", file=sys.stderr)
-    model = load_model(model_config(source), weights, device_of(cfg.device))
-    return model, prompt_style(source.prompt.name)
 
 
 def api_key(variable: str | None) -> str | None:
@@ -59,21 +42,18 @@ def settings_of(cfg: DictConfig) -> ServerSettings:
     )
 
 
+@one_line_user_errors
 def task(cfg: DictConfig) -> None:
     """`serve.py`'s task; a user's mistake (missing run, key, options) is one line."""
-    try:
-        settings = settings_of(cfg)
-        model, style = load_served(cfg)
-        serve_model(
-            model,
-            style,
-            settings,
-            host=str(cfg.host),
-            port=int(cfg.port),
-            max_batch_size=cfg.max_batch_size,
-            max_queue=cfg.max_queue,
-            prepack_weights=cfg.prepack_weights,
-        )
-    except Exception as error:
-        exit_if_user_error(error)
-        raise
+    settings = settings_of(cfg)
+    model, style, _ = load_source(cfg, "serve.py", "serving")
+    serve_model(
+        model,
+        style,
+        settings,
+        host=str(cfg.host),
+        port=int(cfg.port),
+        max_batch_size=cfg.max_batch_size,
+        max_queue=cfg.max_queue,
+        prepack_weights=cfg.prepack_weights,
+    )

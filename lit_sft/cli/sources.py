@@ -1,20 +1,23 @@
 """What an entry point that loads a model reads from its config: the run, the weights, the device.
 
-`evaluate.py`, `chat.py` (and any later command that loads a trained model) take either
+`evaluate.py`, `chat.py`, `serve.py` (and any later command that loads a trained model) take either
 `run_dir=<run folder>` (model, prompt style and data come from the run's own config) or
 `weights=<file> model=<size> prompt=<style>`.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lit_sft.checkpoints import resolve_weights
+from lit_sft.checkpoints import load_model, resolve_weights
 from lit_sft.errors import InvalidInput
+from lit_sft.model import GPT
+from lit_sft.prompts import PromptStyle, prompt_style
 from lit_sft.run_dir import RunDir
 
 
@@ -68,3 +71,17 @@ def device_of(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def load_source(cfg: DictConfig, command: str, doing: str) -> tuple[GPT, PromptStyle, DictConfig]:
+    """The model of `run_dir` (or `weights=`, `model=`, `prompt=`), its prompt style and config."""
+    if cfg.run_dir is None and (cfg.get("model") is None or cfg.get("prompt") is None):
+        raise InvalidInput(
+            f"{command} needs run_dir=<run folder>, or weights=<file> model=<size> prompt=<style>"
+        )
+    source, is_run = source_config(cfg) if cfg.run_dir is not None else (cfg, False)
+    weights = weights_path(cfg, source, is_run)
+    if weights is None:
+        print(f"no weights given: {doing} a randomly initialised model", file=sys.stderr)
+    model = load_model(model_config(source), weights, device_of(cfg.device))
+    return model, prompt_style(source.prompt.name), source

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lit_sft.compare.tables import number, table
 from lit_sft.evaluation.results import ScoredResult
 from lit_sft.evaluation.statistics import agreement
 from lit_sft.run_dir import read_json
@@ -60,37 +61,36 @@ def pair_agreement(
     }
 
 
-def _number(value: float | None, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _pair_rows(pairs: Sequence[dict[str, Any]]) -> list[str]:
+    columns = ["answers", "judge A", "judge B", "n", "Pearson", "Spearman", "Kendall τ"]
+    columns += ["mean abs Δ", f"> {FAR_APART:g} apart"]
     rows = [
-        "| answers | judge A | judge B | n | Pearson | Spearman | Kendall τ | mean abs Δ | "
-        f"> {FAR_APART:g} apart |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        [
+            *(p[key] for key in ("answers", "a", "b", "n")),
+            *(number(p[key], ".3f") for key in ("pearson", "spearman", "kendall_tau")),
+            number(p["mean_abs_diff"], ".2f"),
+            len(p["far_apart"]),
+        ]
+        for p in pairs
     ]
-    for p in pairs:
-        rows.append(
-            f"| {p['answers']} | {p['a']} | {p['b']} | {p['n']} | {_number(p['pearson'])} | "
-            f"{_number(p['spearman'])} | {_number(p['kendall_tau'])} | "
-            f"{_number(p['mean_abs_diff'], '.2f')} | {len(p['far_apart'])} |"
-        )
-    return rows
+    return table(columns, "lllrrrrrr", rows)
 
 
 def _apart_rows(pair: dict[str, Any]) -> list[str]:
+    title = (
+        f"\n### {pair['a']} (A) vs {pair['b']} (B): entries more than {FAR_APART:g} points apart\n"
+    )
     rows = [
-        f"\n### {pair['a']} (A) vs {pair['b']} (B): entries more than {FAR_APART:g} points apart\n",
-        "| entry | A | B | instruction | response |",
-        "| ---: | ---: | ---: | --- | --- |",
+        [
+            e["index"],
+            f"{e['a']:g}",
+            f"{e['b']:g}",
+            _short(e["instruction"]),
+            _short(e["model_response"]),
+        ]
+        for e in pair["far_apart"]
     ]
-    for e in pair["far_apart"]:
-        rows.append(
-            f"| {e['index']} | {e['a']:g} | {e['b']:g} | {_short(e['instruction'])} | "
-            f"{_short(e['model_response'])} |"
-        )
-    return rows
+    return [title, *table(["entry", "A", "B", "instruction", "response"], "rrrll", rows)]
 
 
 def _consistency_rows(results: Sequence[ScoredResult]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -101,19 +101,22 @@ def _consistency_rows(results: Sequence[ScoredResult]) -> tuple[list[str], list[
     ]
     if not found:
         return [], []
+    columns = ["result", "repeats", "n", "means", "range of means", "mean entry std"]
     rows = [
-        "\n## Self-consistency (one judge, repeated)\n",
-        "| result | repeats | n | means | range of means | mean entry std | entries differing |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+        [
+            r.name,
+            sc["repeats"],
+            sc["entries"],
+            ", ".join(f"{m:.2f}" for m in sc.get("means", [])),
+            number(sc.get("range_of_means"), ".2f"),
+            number(sc.get("mean_entry_std"), ".2f"),
+            sc.get("entries_differing", 0),
+        ]
+        for r, sc in found
     ]
-    for r, sc in found:
-        means = ", ".join(f"{m:.2f}" for m in sc.get("means", []))
-        rows.append(
-            f"| {r.name} | {sc['repeats']} | {sc['entries']} | {means} | "
-            f"{_number(sc.get('range_of_means'), '.2f')} | "
-            f"{_number(sc.get('mean_entry_std'), '.2f')} | {sc.get('entries_differing', 0)} |"
-        )
-    return rows, [{"result": r.name, **sc} for r, sc in found]
+    lines = table([*columns, "entries differing"], "lrrlrrr", rows)
+    lines.insert(0, "\n## Self-consistency (one judge, repeated)\n")
+    return lines, [{"result": r.name, **sc} for r, sc in found]
 
 
 def judges_report(results: Sequence[ScoredResult]) -> tuple[str, dict[str, Any]]:

@@ -8,14 +8,11 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lit_sft.compare.tables import table
 from lit_sft.evaluation.flags import FLAGS
 from lit_sft.files import write_json_atomic
 
 MAX_CELL_CHARS = 160
-
-
-def _number(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _cell(text: str) -> str:
@@ -28,62 +25,65 @@ def _cell(text: str) -> str:
 
 def pairs_table(comparison: dict[str, Any]) -> list[str]:
     """One row per pair and metric: means, B - A with its interval, wins/ties/losses, p."""
-    lines = [
-        "| A | B | metric | n | mean A | mean B | B − A | 95 % interval | wins / ties / losses "
-        "| p |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+    columns = ["A", "B", "metric", "n", "mean A", "mean B", "B − A", "95 % interval"]
+    rows = [
+        [
+            *(p[key] for key in ("a", "b", "metric", "n")),
+            f"{p['mean_a']:.2f}",
+            f"{p['mean_b']:.2f}",
+            f"{p['diff']:+.2f}",
+            "[{:+.2f}, {:+.2f}]".format(*p["ci95"]),
+            f"{p['wins']} / {p['ties']} / {p['losses']}",
+            f"{p['p_value']:.3g}",
+        ]
+        for p in comparison["pairs"]
     ]
-    for p in comparison["pairs"]:
-        low, high = p["ci95"]
-        lines.append(
-            f"| {p['a']} | {p['b']} | {p['metric']} | {p['n']} | {p['mean_a']:.2f} | "
-            f"{p['mean_b']:.2f} | {p['diff']:+.2f} | [{low:+.2f}, {high:+.2f}] | "
-            f"{p['wins']} / {p['ties']} / {p['losses']} | {p['p_value']:.3g} |"
-        )
-    return lines
+    return table([*columns, "wins / ties / losses", "p"], "lllrrrrllr", rows)
 
 
 def flags_table(comparison: dict[str, Any]) -> list[str]:
     """One row per model: the count (share) of answers with each flag."""
-    lines = [
-        "| model | answers | " + " | ".join(FLAGS) + " |",
-        "| --- | ---: |" + " ---: |" * len(FLAGS),
+    rows = [
+        [name, model["flags"]["answers"]]
+        + [f"{flag['count']} ({flag['share']:.0%})" for flag in _by_flag(model["flags"])]
+        for name, model in comparison["models"].items()
     ]
-    for name, model in comparison["models"].items():
-        flags = model["flags"]["flags"]
-        cells = [f"{flags[f]['count']} ({flags[f]['share']:.0%})" for f in FLAGS]
-        lines.append(f"| {name} | {model['flags']['answers']} | " + " | ".join(cells) + " |")
-    return lines
+    return table(["model", "answers", *FLAGS], "lr" + "r" * len(FLAGS), rows)
 
 
 def task_flags_table(comparison: dict[str, Any]) -> list[str]:
     """Per model and task (where the data has tasks): answers and the share of each flag."""
-    lines = []
-    for name, model in comparison["models"].items():
-        for task, counts in model["flags"].get("by_task", {}).items():
-            shares = [f"{counts['flags'][f]['share']:.0%}" for f in FLAGS]
-            lines.append(f"| {name} | {task} | {counts['answers']} | " + " | ".join(shares) + " |")
-    if not lines:
+    rows = [
+        [name, task, counts["answers"]] + [f"{flag['share']:.0%}" for flag in _by_flag(counts)]
+        for name, model in comparison["models"].items()
+        for task, counts in model["flags"].get("by_task", {}).items()
+    ]
+    if not rows:
         return []
-    header = ["| model | task | answers | " + " | ".join(FLAGS) + " |"]
-    return header + ["| --- | --- | ---: |" + " ---: |" * len(FLAGS)] + lines
+    return table(["model", "task", "answers", *FLAGS], "llr" + "r" * len(FLAGS), rows)
+
+
+def _by_flag(counts: dict[str, Any]) -> list[dict[str, Any]]:
+    return [counts["flags"][flag] for flag in FLAGS]
 
 
 def worst_section(pair: dict[str, Any]) -> list[str]:
     """The entries a pair differs most on, with both answers and the reference."""
-    lines = [
+    rows = [
+        [
+            _cell(row["instruction"] + (f" — {row['input']}" if row["input"] else "")),
+            *(_cell(row[key]) for key in ("reference", "answer_a", "answer_b")),
+            f"{row['diff']:+.0f}",
+        ]
+        for row in pair["worst"]
+    ]
+    columns = ["instruction", "reference", pair["a"], pair["b"], "B − A"]
+    return [
         f"### {pair['a']} vs {pair['b']}, {pair['metric']}: the entries they differ most on",
         "",
-        f"| instruction | reference | {pair['a']} | {pair['b']} | B − A |",
-        "| --- | --- | --- | --- | ---: |",
+        *table(columns, "llllr", rows),
+        "",
     ]
-    for row in pair["worst"]:
-        instruction = row["instruction"] + (f" — {row['input']}" if row["input"] else "")
-        lines.append(
-            f"| {_cell(instruction)} | {_cell(row['reference'])} | {_cell(row['answer_a'])} | "
-            f"{_cell(row['answer_b'])} | {row['diff']:+.0f} |"
-        )
-    return [*lines, ""]
 
 
 def markdown(comparison: dict[str, Any], plot_name: str = "compare.png") -> str:
@@ -122,17 +122,18 @@ def markdown(comparison: dict[str, Any], plot_name: str = "compare.png") -> str:
 
 def pairwise_table(pairwise: list[dict[str, Any]]) -> list[str]:
     """One row per pair judged head to head: B's wins / ties / losses and its win rate."""
-    lines = [
-        "| A | B | judged | B wins / ties / losses | B win rate | 95 % interval | failed |",
-        "| --- | --- | ---: | --- | ---: | --- | ---: |",
+    columns = ["A", "B", "judged", "B wins / ties / losses", "B win rate", "95 % interval"]
+    rows = [
+        [
+            *(p[key] for key in ("a", "b", "n")),
+            f"{p['wins']} / {p['ties']} / {p['losses']}",
+            f"{p['win_rate']:.3f}",
+            "[{:.3f}, {:.3f}]".format(*p["ci95"]),
+            p["failed"],
+        ]
+        for p in pairwise
     ]
-    for p in pairwise:
-        low, high = p["ci95"]
-        lines.append(
-            f"| {p['a']} | {p['b']} | {p['n']} | {p['wins']} / {p['ties']} / {p['losses']} | "
-            f"{p['win_rate']:.3f} | [{low:.3f}, {high:.3f}] | {p['failed']} |"
-        )
-    return lines
+    return table([*columns, "failed"], "llrlrlr", rows)
 
 
 def plot(comparison: dict[str, Any], path: Path) -> None:

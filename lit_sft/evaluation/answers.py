@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,6 @@ def generate_responses(
     wanted = len(entries) if limit is None else min(limit, len(entries))
     todo = [i for i, record in enumerate(answered[:wanted]) if record is None]
     prompts = {i: tokenizer.encode(style.prompt(entries[i])) for i in todo}
-    todo.sort(key=lambda i: len(prompts[i]), reverse=True)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     new_tokens, began = 0, time.perf_counter()
     bar = tqdm(
@@ -115,8 +114,7 @@ def generate_responses(
         disable=not progress,
     )
     with bar, prepacked_linears(model, batch_size, enabled=prepack_weights and bool(todo)):
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
+        for batch in longest_first(prompts, batch_size):
             answers = generate(
                 model,
                 [prompts[i] for i in batch],
@@ -140,6 +138,12 @@ def generate_responses(
             bar.update(len(batch))
     stats = GenerationStats(len(todo), new_tokens, time.perf_counter() - began)
     return answered[:wanted], stats
+
+
+def longest_first(prompts: Mapping[int, Sequence[int]], batch_size: int) -> list[list[int]]:
+    """The keys of `prompts` in batches, longest prompt first: a batch pads little."""
+    order = sorted(prompts, key=lambda i: len(prompts[i]), reverse=True)
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def token_budget(prompts: Sequence[Sequence[int]], max_new_tokens: int, model: GPT) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from lit_sft.evaluation.results import claim
 from lit_sft.run_dir import EvalDir
 from tests.evaluation.support import eval_config, read_json
 from tests.helpers.config import SHARED
-from tests.helpers.llm_server import FakeLLMServer, Reply
+from tests.helpers.llm_server import Reply
 
 EXAMPLE = SHARED / "data" / "eval-example-data.json"
 ENTRIES = [
@@ -100,30 +99,23 @@ def test_other_test_splits_are_one_error_line(folders, tmp_path, capsys) -> None
     assert error.count("\n") == 1
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLMServer]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    fake = FakeLLMServer()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-def test_pairwise_asks_the_judge_that_scored_and_cancels_position_bias(tmp_path, server) -> None:
+def test_pairwise_asks_the_judge_that_scored_and_cancels_position_bias(
+    tmp_path, judge_server
+) -> None:
     folders = [
-        evaluated(tmp_path / "base", BASE[0], {"judge-x": [10] * 8}, judge_url=server.url),
-        evaluated(tmp_path / "sft", SFT[0], {"judge-x": [90] * 8}, judge_url=server.url),
+        evaluated(tmp_path / "base", BASE[0], {"judge-x": [10] * 8}, judge_url=judge_server.url),
+        evaluated(tmp_path / "sft", SFT[0], {"judge-x": [90] * 8}, judge_url=judge_server.url),
     ]
-    server.default_reply = Reply("1")  # always the first answer shown
+    judge_server.default_reply = Reply("1")  # always the first answer shown
     out = tmp_path / "cmp"
     assert main([*map(str, folders), "--out", str(out), "--pairwise", "--report", "models"]) == 0
     (pairwise,) = read_json(out / "compare.json")["models"]["pairwise"]
     assert (pairwise["wins"], pairwise["ties"], pairwise["losses"]) == (0, 8, 0)
     assert pairwise["win_rate"] == 0.5
-    assert len(server.chats) == 16
+    assert len(judge_server.chats) == 16
     assert "## Pairwise judge" in (out / "compare.md").read_text()
     assert main([*map(str, folders), "--out", str(out), "--pairwise", "--report", "models"]) == 0
-    assert len(server.chats) == 16  # every verdict kept: nothing asked again
+    assert len(judge_server.chats) == 16  # every verdict kept: nothing asked again
 
 
 def test_an_evaluation_stopped_early_is_paired_on_what_it_answered(folders, tmp_path) -> None:

@@ -12,24 +12,14 @@ from tests.helpers.llm_server import FakeLLMServer, Reply
 
 
 @pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A proxy configured on the machine must not swallow requests meant for the local fake.
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+def _no_proxy(no_proxy: None) -> None:
+    """Every evaluation test talks to stand-ins on 127.0.0.1."""
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder as `python train.py` leaves it (copy it with `copy_run` before evaluating)."""
     return train_tiny_run(tmp_path_factory.mktemp("tiny_run"))
-
-
-@pytest.fixture
-def judge_server() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

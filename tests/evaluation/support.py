@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from lit_sft.data.entries import split_entries
 from lit_sft.data.synthetic import synthetic_entries
 from lit_sft.run_dir import AnswersDir, EvalDir, ScoresDir
 from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.helpers.scripts import run_script, script_env
 
 SYNTHETIC_SIZE = int(
     next(o for o in TINY_RUN if o.startswith("data.synthetic_size=")).split("=")[1]
@@ -28,14 +27,7 @@ QUICK = ["max_new_tokens=4", "batch_size=4"]
 
 def run_evaluate(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`python evaluate.py <args>` as a user runs it, from the repository root."""
-    return subprocess.run(
-        [sys.executable, "evaluate.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script("evaluate.py", *args, env=env)
 
 
 def copy_run(run: Path, to: Path, weights: str = "model.safetensors") -> Path:
@@ -95,7 +87,7 @@ def train_tiny_run(run_dir: Path) -> Path:
 
 def user_env(**extra: str) -> dict[str, str]:
     """The environment of `python evaluate.py` as a user runs it from the repository root."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+    return script_env(PYTHONPATH=str(REPO), **extra)
 
 
 def score_of(body: dict[str, Any], salt: int = 0) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,17 @@ from lit_sft.compare.__main__ import main
 from lit_sft.errors import InvalidInput, MissingFile
 from lit_sft.evaluation.results import claim
 from lit_sft.run_dir import EvalDir
-from tests.evaluation.support import QUICK, copy_run, eval_config, read_json, user_env
-from tests.helpers.config import REPO, SHARED
+from tests.evaluation.support import (
+    QUICK,
+    copy_run,
+    eval_config,
+    read_json,
+    run_evaluate,
+    user_env,
+)
+from tests.helpers.config import SHARED
 from tests.helpers.llm_server import FakeLLMServer
+from tests.helpers.scripts import run_script
 
 EXAMPLE = SHARED / "data" / "eval-example-data.json"
 
@@ -148,24 +154,11 @@ def test_the_two_judge_example_from_the_command_line(
     run = copy_run(tiny_run, tmp_path / "run")
     for model in ("llama3", "qwen2"):
         args = [f"run_dir={run}", f"judge.url={two_judges.url}", f"judge.model={model}", "limit=6"]
-        done = subprocess.run(
-            [sys.executable, "evaluate.py", *args, *QUICK],
-            cwd=REPO,
-            env=user_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_evaluate([*args, *QUICK], user_env())
         assert done.returncode == 0, done.stderr
         assert f"judge ollama {model} at {two_judges.url}" in done.stdout
-    done = subprocess.run(
-        [sys.executable, "-m", "lit_sft.compare", str(run), "--out", str(tmp_path / "cmp")],
-        cwd=REPO,
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = ["-m", "lit_sft.compare", str(run), "--out", str(tmp_path / "cmp")]
+    done = run_script(*command, env=user_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     (pair,) = read_json(tmp_path / "cmp" / "compare.json")["judges"]["pairs"]
     assert pair["n"] == 6 and "Judges' agreement" in done.stdout

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,8 +35,9 @@ from tests.evaluation.support import (
     synthetic_test_split,
     user_env,
 )
-from tests.helpers.config import REPO, TINY_RUN
+from tests.helpers.config import TINY_RUN
 from tests.helpers.llm_server import FakeLLMServer, Reply
+from tests.helpers.scripts import run_script
 
 
 def test_exact_match_on_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
@@ -336,9 +335,7 @@ def test_the_readme_demo_then_exact_match(tmp_path: Path) -> None:
         ["train.py", "experiment=demo", *shrink, f"hydra.run.dir={run}"],
         ["evaluate.py", f"run_dir={run}", "scorer=exact_match", "limit=12", *QUICK],
     ):
-        done = subprocess.run(
-            [sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True
-        )
+        done = run_script(*command, env=env, timeout=None)
         assert done.returncode == 0, done.stderr[-3000:]
     assert read_json(run / "summary.json")["steps"] == 3
     answers = answers_made(run)

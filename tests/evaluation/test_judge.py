@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -28,29 +27,14 @@ from tests.helpers.llm_server import FakeLLMServer, Reply
 SECRET = "sk-test-do-not-leak-4242"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A proxy configured on the machine must not swallow requests meant for the local fake.
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    fake = FakeLLMServer()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
 def sleeps() -> list[float]:
     return []
 
 
-def make_judge(server: FakeLLMServer, sleeps: list[float], **kwargs: Any) -> Judge:
+def make_judge(judge_server: FakeLLMServer, sleeps: list[float], **kwargs: Any) -> Judge:
     kwargs = {"timeout_s": 5.0, "max_attempts": 3, "backoff_s": 0.5} | kwargs
-    return Judge(JudgeSettings(url=server.url, **kwargs), sleep=sleeps.append)
+    return Judge(JudgeSettings(url=judge_server.url, **kwargs), sleep=sleeps.append)
 
 
 def make_entries(n: int) -> list[dict[str, str]]:
@@ -114,17 +98,17 @@ def test_unknown_api_lists_the_valid_ones() -> None:
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_ollama_reply_streamed_or_not(
-    server: FakeLLMServer, sleeps: list[float], stream: bool
+    judge_server: FakeLLMServer, sleeps: list[float], stream: bool
 ) -> None:
-    server.reply_with("Score: 85")
-    result = make_judge(server, sleeps, stream=stream).score("instr", "ref", "resp")
+    judge_server.reply_with("Score: 85")
+    result = make_judge(judge_server, sleeps, stream=stream).score("instr", "ref", "resp")
     assert result == JudgeResult(score=85.0, samples=[85], error=None)
-    assert server.chats[0].body["stream"] is stream
+    assert judge_server.chats[0].body["stream"] is stream
 
 
-def test_ollama_request_body(server: FakeLLMServer, sleeps: list[float]) -> None:
-    make_judge(server, sleeps, model="llama3").score("instr", "ref", "resp")
-    (chat,) = server.chats
+def test_ollama_request_body(judge_server: FakeLLMServer, sleeps: list[float]) -> None:
+    make_judge(judge_server, sleeps, model="llama3").score("instr", "ref", "resp")
+    (chat,) = judge_server.chats
     assert (chat.method, chat.path) == ("POST", "/api/chat")
     assert chat.body == {
         "model": "llama3",
@@ -137,13 +121,13 @@ def test_ollama_request_body(server: FakeLLMServer, sleeps: list[float]) -> None
 
 @pytest.mark.parametrize("reply", [Reply(text="I cannot judge this."), Reply(raw=b"<html>oops")])
 def test_garbage_is_retried_then_recorded_as_failure(
-    server: FakeLLMServer, sleeps: list[float], reply: Reply
+    judge_server: FakeLLMServer, sleeps: list[float], reply: Reply
 ) -> None:
-    server.default_reply = reply
-    result = make_judge(server, sleeps, max_attempts=3, backoff_s=0.5).score("i", "r", "m")
+    judge_server.default_reply = reply
+    result = make_judge(judge_server, sleeps, max_attempts=3, backoff_s=0.5).score("i", "r", "m")
     assert result.score is None and result.samples == []
     assert "attempt 3/3" in result.error
-    assert len(server.chats) == 3
+    assert len(judge_server.chats) == 3
     assert sleeps == [0.5, 1.0]  # exponential, and no sleep after the last attempt
     if reply.raw is None:
         assert "I cannot judge this." in result.error
@@ -151,83 +135,87 @@ def test_garbage_is_retried_then_recorded_as_failure(
 
 @pytest.mark.parametrize("text", ["150", "-3"])
 def test_out_of_range_is_rejected_and_retried(
-    server: FakeLLMServer, sleeps: list[float], text: str
+    judge_server: FakeLLMServer, sleeps: list[float], text: str
 ) -> None:
-    server.reply_with(text)
-    result = make_judge(server, sleeps).score("i", "r", "m")
+    judge_server.reply_with(text)
+    result = make_judge(judge_server, sleeps).score("i", "r", "m")
     assert result.score == 85.0
-    assert len(server.chats) == 2
+    assert len(judge_server.chats) == 2
 
 
-def test_out_of_range_every_time_is_a_failure(server: FakeLLMServer, sleeps: list[float]) -> None:
-    server.default_reply = Reply(text="150")
-    result = make_judge(server, sleeps).score("i", "r", "m")
+def test_out_of_range_every_time_is_a_failure(
+    judge_server: FakeLLMServer, sleeps: list[float]
+) -> None:
+    judge_server.default_reply = Reply(text="150")
+    result = make_judge(judge_server, sleeps).score("i", "r", "m")
     assert result.score is None and "outside 0-100" in result.error
 
 
-def test_server_errors_then_success(server: FakeLLMServer, sleeps: list[float]) -> None:
-    server.reply_with(Reply(status=500, text="boom"), Reply(status=503, text="loading"))
-    result = make_judge(server, sleeps, max_attempts=4, backoff_s=0.25).score("i", "r", "m")
+def test_server_errors_then_success(judge_server: FakeLLMServer, sleeps: list[float]) -> None:
+    judge_server.reply_with(Reply(status=500, text="boom"), Reply(status=503, text="loading"))
+    result = make_judge(judge_server, sleeps, max_attempts=4, backoff_s=0.25).score("i", "r", "m")
     assert result.score == 85.0
-    assert len(server.chats) == 3
+    assert len(judge_server.chats) == 3
     assert sleeps == [0.25, 0.5]
 
 
-def test_client_errors_are_not_retried(server: FakeLLMServer, sleeps: list[float]) -> None:
-    server.reply_with(Reply(status=404, text="model 'llama3' not found"))
-    result = make_judge(server, sleeps).score("i", "r", "m")
+def test_client_errors_are_not_retried(judge_server: FakeLLMServer, sleeps: list[float]) -> None:
+    judge_server.reply_with(Reply(status=404, text="model 'llama3' not found"))
+    result = make_judge(judge_server, sleeps).score("i", "r", "m")
     assert result.score is None
     assert "404" in result.error and "not found" in result.error
-    assert len(server.chats) == 1 and sleeps == []
+    assert len(judge_server.chats) == 1 and sleeps == []
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_slow_reply_times_out_and_is_retried(
-    server: FakeLLMServer, sleeps: list[float], stream: bool
+    judge_server: FakeLLMServer, sleeps: list[float], stream: bool
 ) -> None:
-    server.reply_with(Reply(delay_s=30.0))
-    result = make_judge(server, sleeps, timeout_s=0.3, stream=stream).score("i", "r", "m")
+    judge_server.reply_with(Reply(delay_s=30.0))
+    result = make_judge(judge_server, sleeps, timeout_s=0.3, stream=stream).score("i", "r", "m")
     assert result.score == 85.0
-    assert len(server.chats) == 2 and len(sleeps) == 1
+    assert len(judge_server.chats) == 2 and len(sleeps) == 1
 
 
-def test_stream_cut_before_done_is_retried(server: FakeLLMServer, sleeps: list[float]) -> None:
-    server.reply_with(Reply(text="40", cut_stream=True))
-    result = make_judge(server, sleeps).score("i", "r", "m")
+def test_stream_cut_before_done_is_retried(
+    judge_server: FakeLLMServer, sleeps: list[float]
+) -> None:
+    judge_server.reply_with(Reply(text="40", cut_stream=True))
+    result = make_judge(judge_server, sleeps).score("i", "r", "m")
     assert result.score == 85.0
-    assert len(server.chats) == 2
+    assert len(judge_server.chats) == 2
 
 
 def test_samples_are_averaged_with_one_seed_each(
-    server: FakeLLMServer, sleeps: list[float]
+    judge_server: FakeLLMServer, sleeps: list[float]
 ) -> None:
-    server.reply_with("80", "Score: 90", "70")
-    result = make_judge(server, sleeps, samples=3, seed=7).score("i", "r", "m")
+    judge_server.reply_with("80", "Score: 90", "70")
+    result = make_judge(judge_server, sleeps, samples=3, seed=7).score("i", "r", "m")
     assert result == JudgeResult(score=80.0, samples=[80, 90, 70], error=None)
-    assert [c.body["options"]["seed"] for c in server.chats] == [7, 8, 9]
+    assert [c.body["options"]["seed"] for c in judge_server.chats] == [7, 8, 9]
 
 
-def test_a_failed_sample_fails_the_entry(server: FakeLLMServer, sleeps: list[float]) -> None:
-    server.reply_with("80")
-    server.default_reply = Reply(text="hmm")
-    result = make_judge(server, sleeps, samples=2, max_attempts=2).score("i", "r", "m")
+def test_a_failed_sample_fails_the_entry(judge_server: FakeLLMServer, sleeps: list[float]) -> None:
+    judge_server.reply_with("80")
+    judge_server.default_reply = Reply(text="hmm")
+    result = make_judge(judge_server, sleeps, samples=2, max_attempts=2).score("i", "r", "m")
     assert result.score is None and result.samples == [80]
     assert "hmm" in result.error
 
 
 @pytest.mark.parametrize("model", ["llama3", "llama3:latest"])
-def test_check_ready_matches_the_latest_tag(server: FakeLLMServer, model: str) -> None:
-    Judge(JudgeSettings(url=server.url, model=model)).check_ready()
-    assert [r.path for r in server.requests] == ["/api/tags"]
+def test_check_ready_matches_the_latest_tag(judge_server: FakeLLMServer, model: str) -> None:
+    Judge(JudgeSettings(url=judge_server.url, model=model)).check_ready()
+    assert [r.path for r in judge_server.requests] == ["/api/tags"]
 
 
 @pytest.mark.parametrize("model", ["llama3:8b", "llama3.1", "mistral", "llama"])
-def test_check_ready_names_the_missing_model(server: FakeLLMServer, model: str) -> None:
-    server.models = ["llama3:latest", "phi3:mini"]
+def test_check_ready_names_the_missing_model(judge_server: FakeLLMServer, model: str) -> None:
+    judge_server.models = ["llama3:latest", "phi3:mini"]
     with pytest.raises(JudgeUnavailable) as info:
-        Judge(JudgeSettings(url=server.url, model=model)).check_ready()
+        Judge(JudgeSettings(url=judge_server.url, model=model)).check_ready()
     message = str(info.value)
-    assert server.url in message
+    assert judge_server.url in message
     assert "llama3:latest, phi3:mini" in message
     assert f"ollama pull {model}" in message
 
@@ -244,15 +232,17 @@ def test_check_ready_unreachable_server() -> None:
 
 
 def test_openai_api_sends_the_key_from_the_env_var(
-    server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+    judge_server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("JUDGE_KEY", SECRET)
-    server.api_key = SECRET
-    server.models = ["gpt-judge"]
-    judge = make_judge(server, sleeps, api="openai", model="gpt-judge", api_key_env="JUDGE_KEY")
+    judge_server.api_key = SECRET
+    judge_server.models = ["gpt-judge"]
+    judge = make_judge(
+        judge_server, sleeps, api="openai", model="gpt-judge", api_key_env="JUDGE_KEY"
+    )
     judge.check_ready()
     assert judge.score("instr", "ref", "resp") == JudgeResult(85.0, [85], None)
-    models, chat = server.requests
+    models, chat = judge_server.requests
     assert models.path == "/v1/models"
     assert models.headers["Authorization"] == f"Bearer {SECRET}"
     assert (chat.method, chat.path) == ("POST", "/v1/chat/completions")
@@ -268,52 +258,52 @@ def test_openai_api_sends_the_key_from_the_env_var(
 
 
 def test_openai_non_streamed_without_a_key(
-    server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+    judge_server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    server.models = ["local"]
-    judge = make_judge(server, sleeps, api="openai", model="local", stream=False)
+    judge_server.models = ["local"]
+    judge = make_judge(judge_server, sleeps, api="openai", model="local", stream=False)
     judge.check_ready()
-    server.reply_with("Score: 64")
+    judge_server.reply_with("Score: 64")
     assert judge.score("i", "r", "m").score == 64.0
-    assert server.chats[0].body["stream"] is False
-    assert all("Authorization" not in r.headers for r in server.requests)
+    assert judge_server.chats[0].body["stream"] is False
+    assert all("Authorization" not in r.headers for r in judge_server.requests)
 
 
 def test_openai_check_ready_lists_served_models(
-    server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+    judge_server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    server.models = ["a-model", "b-model"]
+    judge_server.models = ["a-model", "b-model"]
     with pytest.raises(JudgeUnavailable, match="'gpt-judge' is not .* a-model, b-model"):
-        Judge(JudgeSettings(url=server.url, api="openai", model="gpt-judge")).check_ready()
+        Judge(JudgeSettings(url=judge_server.url, api="openai", model="gpt-judge")).check_ready()
 
 
 def test_the_key_never_appears_in_errors(
-    server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+    judge_server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The fake echoes the request headers back, so only redaction keeps the key out.
     monkeypatch.setenv("JUDGE_KEY", SECRET)
-    server.api_key = "another-key"
-    judge = make_judge(server, sleeps, api="openai", api_key_env="JUDGE_KEY")
+    judge_server.api_key = "another-key"
+    judge = make_judge(judge_server, sleeps, api="openai", api_key_env="JUDGE_KEY")
     with pytest.raises(JudgeUnavailable) as info:
         judge.check_ready()
     assert "401" in str(info.value) and "JUDGE_KEY" in str(info.value)
     assert SECRET not in str(info.value)
 
-    server.api_key = None
-    server.default_reply = Reply(status=500, echo_headers=True)
+    judge_server.api_key = None
+    judge_server.default_reply = Reply(status=500, echo_headers=True)
     result = judge.score("i", "r", "m")
     assert result.score is None and "Authorization" in result.error
     assert SECRET not in result.error
 
 
 def test_score_entries_writes_one_line_per_entry(
-    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+    judge_server: FakeLLMServer, sleeps: list[float], tmp_path: Path
 ) -> None:
-    server.reply_with("10", "garbage", "garbage", "30")
+    judge_server.reply_with("10", "garbage", "garbage", "30")
     path = tmp_path / "run" / "scores.jsonl"
-    judge = make_judge(server, sleeps, max_attempts=2)
+    judge = make_judge(judge_server, sleeps, max_attempts=2)
     results = score_entries(make_entries(3), judge, path, progress=False)
     assert [r.score for r in results.values()] == [10.0, None, 30.0]
     lines = scores_in_file(path)
@@ -324,7 +314,7 @@ def test_score_entries_writes_one_line_per_entry(
 
 
 def test_resume_skips_scored_entries(
-    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+    judge_server: FakeLLMServer, sleeps: list[float], tmp_path: Path
 ) -> None:
     path = tmp_path / "scores.jsonl"
     earlier = [
@@ -334,15 +324,15 @@ def test_resume_skips_scored_entries(
         {"index": 2, "score": None, "samples": [], "error": "later lines win"},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in earlier) + '{"index": 3, "sco')
-    judge = make_judge(server, sleeps)
+    judge = make_judge(judge_server, sleeps)
     results = score_entries(make_entries(4), judge, path, progress=False)
     assert [r.score for r in results.values()] == [90.0, 85.0, 85.0, 85.0]
-    assert len(server.chats) == 3
+    assert len(judge_server.chats) == 3
     assert read_scores(path) == results  # the truncated line did not swallow the next record
 
-    server.requests.clear()
+    judge_server.requests.clear()
     assert score_entries(make_entries(4), judge, path, progress=False) == results
-    assert server.requests == []
+    assert judge_server.requests == []
 
 
 def test_server_gone_mid_run_loses_nothing(sleeps: list[float], tmp_path: Path) -> None:
@@ -369,12 +359,12 @@ def test_server_gone_mid_run_loses_nothing(sleeps: list[float], tmp_path: Path) 
 
 
 def test_score_entries_fails_fast_when_the_model_is_missing(
-    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+    judge_server: FakeLLMServer, sleeps: list[float], tmp_path: Path
 ) -> None:
-    server.models = ["mistral:latest"]
+    judge_server.models = ["mistral:latest"]
     with pytest.raises(JudgeUnavailable, match="ollama pull llama3"):
-        score_entries(make_entries(2), make_judge(server, sleeps), tmp_path / "s.jsonl")
-    assert server.chats == []
+        score_entries(make_entries(2), make_judge(judge_server, sleeps), tmp_path / "s.jsonl")
+    assert judge_server.chats == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,37 +387,41 @@ def test_ollama_host_is_read_as_ollama_reads_it(host: str, url: str) -> None:
 
 
 def test_server_defaults_come_from_the_environment(
-    server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+    judge_server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     assert Judge(JudgeSettings()).settings.url == "http://127.0.0.1:11434"
     assert Judge(JudgeSettings(api="openai")).settings.url == "http://localhost:8000"
 
-    monkeypatch.setenv("OLLAMA_HOST", server.url.removeprefix("http://"))  # host:port
+    monkeypatch.setenv("OLLAMA_HOST", judge_server.url.removeprefix("http://"))  # host:port
     Judge(JudgeSettings()).check_ready()
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")
-    assert Judge(JudgeSettings(url=server.url)).settings.url == server.url  # explicit wins
+    assert (
+        Judge(JudgeSettings(url=judge_server.url)).settings.url == judge_server.url
+    )  # explicit wins
 
-    server.api_key, server.models = SECRET, ["gpt-judge"]
-    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")  # as OpenAI's clients take it
+    judge_server.api_key, judge_server.models = SECRET, ["gpt-judge"]
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{judge_server.url}/v1")  # as OpenAI's clients take it
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     judge = Judge(JudgeSettings(api="openai", model="gpt-judge"))
     judge.check_ready()
     assert judge.score("i", "r", "a").score == 85.0
-    assert server.chats[-1].path == "/v1/chat/completions"
-    assert server.chats[-1].headers["Authorization"] == f"Bearer {SECRET}"
+    assert judge_server.chats[-1].path == "/v1/chat/completions"
+    assert judge_server.chats[-1].headers["Authorization"] == f"Bearer {SECRET}"
 
 
-def test_retry_after_is_honoured_and_capped(server: FakeLLMServer, sleeps: list[float]) -> None:
+def test_retry_after_is_honoured_and_capped(
+    judge_server: FakeLLMServer, sleeps: list[float]
+) -> None:
     in_an_hour = format_datetime(datetime.now(timezone.utc) + timedelta(hours=1), usegmt=True)
-    server.reply_with(
+    judge_server.reply_with(
         Reply(status=429, headers={"Retry-After": "7"}),
         Reply(status=503, headers={"Retry-After": in_an_hour}),
         Reply(status=503, headers={"Retry-After": "soon"}),  # unreadable: the usual backoff
         "42",
     )
-    judge = make_judge(server, sleeps, max_attempts=4, backoff_s=0.5, max_retry_after_s=30.0)
+    judge = make_judge(judge_server, sleeps, max_attempts=4, backoff_s=0.5, max_retry_after_s=30.0)
     assert judge.score("i", "r", "a") == JudgeResult(42.0, [42])
     assert sleeps == [7.0, 30.0, 2.0]
 
@@ -453,18 +447,20 @@ def score_of_prompt(body: dict[str, Any]) -> Reply:
 
 
 def test_concurrent_scoring_gives_the_same_scores_in_entry_order(
-    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+    judge_server: FakeLLMServer, sleeps: list[float], tmp_path: Path
 ) -> None:
-    server.reply_for = score_of_prompt
+    judge_server.reply_for = score_of_prompt
     entries = make_entries(12)
     expected = {i: JudgeResult(float(i * 7 % 101), [i * 7 % 101]) for i in range(12)}
-    one = score_entries(entries, make_judge(server, sleeps), tmp_path / "1.jsonl", progress=False)
-    assert one == expected and server.max_in_flight == 1
+    one = score_entries(
+        entries, make_judge(judge_server, sleeps), tmp_path / "1.jsonl", progress=False
+    )
+    assert one == expected and judge_server.max_in_flight == 1
 
-    judge = make_judge(server, sleeps, concurrency=4)
+    judge = make_judge(judge_server, sleeps, concurrency=4)
     four = score_entries(entries, judge, tmp_path / "4.jsonl", progress=False)
     assert list(four.items()) == list(expected.items())
-    assert server.max_in_flight > 1
+    assert judge_server.max_in_flight > 1
     assert read_scores(tmp_path / "4.jsonl") == expected
     assert sorted(line["index"] for line in scores_in_file(tmp_path / "4.jsonl")) == list(range(12))
 
@@ -493,11 +489,11 @@ class RecordingJudge(Judge):
 
 
 def test_concurrent_scoring_stopped_midway_resumes_without_losing_or_redoing(
-    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+    judge_server: FakeLLMServer, sleeps: list[float], tmp_path: Path
 ) -> None:
-    server.reply_for = score_of_prompt
+    judge_server.reply_for = score_of_prompt
     entries, path = make_entries(12), tmp_path / "scores.jsonl"
-    settings = JudgeSettings(url=server.url, concurrency=4)
+    settings = JudgeSettings(url=judge_server.url, concurrency=4)
     with pytest.raises(KeyboardInterrupt):
         score_entries(entries, CrashingJudge(settings, sleep=sleeps.append), path, progress=False)
     written = scores_in_file(path)
@@ -514,24 +510,26 @@ def test_concurrent_scoring_stopped_midway_resumes_without_losing_or_redoing(
 
 
 def test_each_entry_is_judged_on_its_own_instruction_reference_and_response(
-    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+    judge_server: FakeLLMServer, sleeps: list[float], tmp_path: Path
 ) -> None:
-    score_entries(make_entries(2), make_judge(server, sleeps), tmp_path / "s.jsonl", progress=False)
-    asked = [chat.body["messages"][-1]["content"] for chat in server.chats]
+    score_entries(
+        make_entries(2), make_judge(judge_server, sleeps), tmp_path / "s.jsonl", progress=False
+    )
+    asked = [chat.body["messages"][-1]["content"] for chat in judge_server.chats]
     assert asked == [judge_prompt(f"Instruction {i}", f"ref {i}", f"resp {i}") for i in (0, 1)]
 
 
 def test_appending_after_a_complete_line_adds_no_blank_line(
-    server: FakeLLMServer, sleeps: list[float], tmp_path: Path
+    judge_server: FakeLLMServer, sleeps: list[float], tmp_path: Path
 ) -> None:
     path = tmp_path / "new" / "nested" / "scores.jsonl"  # folders made as needed
-    first = score_entries(make_entries(1), make_judge(server, sleeps), path, progress=False)
+    first = score_entries(make_entries(1), make_judge(judge_server, sleeps), path, progress=False)
     assert (
         path.read_text()
         == '{"index": 0, "repeat": 0, "score": 85.0, "samples": [85], "error": null}\n'
     )
-    server.reply_with("40")
-    score_entries(make_entries(2), make_judge(server, sleeps), path, progress=False)
+    judge_server.reply_with("40")
+    score_entries(make_entries(2), make_judge(judge_server, sleeps), path, progress=False)
     assert path.read_text().splitlines() == [
         '{"index": 0, "repeat": 0, "score": 85.0, "samples": [85], "error": null}',
         '{"index": 1, "repeat": 0, "score": 40.0, "samples": [40], "error": null}',
@@ -540,12 +538,12 @@ def test_appending_after_a_complete_line_adds_no_blank_line(
 
 
 def test_progress_bar_starts_at_the_resumed_entries_and_counts_failures(
-    server: FakeLLMServer, sleeps: list[float], tmp_path: Path, capsys: pytest.CaptureFixture
+    judge_server: FakeLLMServer, sleeps: list[float], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     path = tmp_path / "scores.jsonl"
     path.write_text('{"index": 0, "score": 90.0, "samples": [90], "error": null}\n')
-    server.reply_with("garbage", "garbage", "30")
-    score_entries(make_entries(3), make_judge(server, sleeps, max_attempts=2), path)
+    judge_server.reply_with("garbage", "garbage", "30")
+    score_entries(make_entries(3), make_judge(judge_server, sleeps, max_attempts=2), path)
     renders = [r.strip() for r in capsys.readouterr().err.replace("\n", "\r").split("\r") if r]
     assert renders[0].startswith("judging:  33%|") and " 1/3 " in renders[0]
     assert renders[-1].startswith("judging: 100%|") and " 3/3 " in renders[-1]
@@ -567,27 +565,27 @@ def test_retry_after_date_without_a_zone_is_read_as_utc() -> None:
 
 
 def test_an_error_reply_is_recorded_with_its_first_300_characters(
-    server: FakeLLMServer, sleeps: list[float]
+    judge_server: FakeLLMServer, sleeps: list[float]
 ) -> None:
     body = "x" * 400
-    server.default_reply = Reply(status=500, text=body)
-    result = make_judge(server, sleeps, max_attempts=1).score("i", "r", "m")
+    judge_server.default_reply = Reply(status=500, text=body)
+    result = make_judge(judge_server, sleeps, max_attempts=1).score("i", "r", "m")
     sent = json.dumps({"error": body})
     assert result == JudgeResult(None, [], f"attempt 1/1: HTTP 500: {sent[:300]}")
 
 
 def test_redacted_key_reads_as_stars(
-    server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+    judge_server: FakeLLMServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("JUDGE_KEY", SECRET)
-    server.default_reply = Reply(status=500, echo_headers=True)
-    judge = make_judge(server, sleeps, api="openai", api_key_env="JUDGE_KEY", max_attempts=1)
+    judge_server.default_reply = Reply(status=500, echo_headers=True)
+    judge = make_judge(judge_server, sleeps, api="openai", api_key_env="JUDGE_KEY", max_attempts=1)
     assert '"Authorization": "Bearer ***"' in judge.score("i", "r", "m").error
 
 
-def check_ready_error(server: FakeLLMServer, **settings: Any) -> str:
+def check_ready_error(judge_server: FakeLLMServer, **settings: Any) -> str:
     with pytest.raises(JudgeUnavailable) as info:
-        Judge(JudgeSettings(url=server.url, **settings)).check_ready()
+        Judge(JudgeSettings(url=judge_server.url, **settings)).check_ready()
     return str(info.value)
 
 
@@ -600,39 +598,39 @@ def check_ready_error(server: FakeLLMServer, **settings: Any) -> str:
     ],
 )
 def test_check_ready_reports_an_error_status_with_the_first_300_characters(
-    server: FakeLLMServer, status: int, hint: str
+    judge_server: FakeLLMServer, status: int, hint: str
 ) -> None:
     body = "y" * 400
-    server.models_reply = Reply(status=status, text=body)
+    judge_server.models_reply = Reply(status=status, text=body)
     sent = json.dumps({"error": body})
-    assert check_ready_error(server) == (
-        f"the judge server at {server.url} answered {status}: {sent[:300]}{hint}"
+    assert check_ready_error(judge_server) == (
+        f"the judge server at {judge_server.url} answered {status}: {sent[:300]}{hint}"
     )
 
 
 def test_check_ready_refuses_a_server_that_does_not_answer_like_the_api(
-    server: FakeLLMServer,
+    judge_server: FakeLLMServer,
 ) -> None:
     body = b"<html>" + b"z" * 400
-    server.models_reply = Reply(raw=body)
-    assert check_ready_error(server) == (
-        f"the server at {server.url} does not answer like ollama: {body.decode()[:300]!r}"
+    judge_server.models_reply = Reply(raw=body)
+    assert check_ready_error(judge_server) == (
+        f"the server at {judge_server.url} does not answer like ollama: {body.decode()[:300]!r}"
     )
 
 
-def test_check_ready_says_when_the_server_serves_no_models(server: FakeLLMServer) -> None:
-    server.models = []
-    assert "(it serves: no models);" in check_ready_error(server)
+def test_check_ready_says_when_the_server_serves_no_models(judge_server: FakeLLMServer) -> None:
+    judge_server.models = []
+    assert "(it serves: no models);" in check_ready_error(judge_server)
 
 
-def test_check_ready_gives_up_after_the_timeout(server: FakeLLMServer) -> None:
-    server.models_reply = Reply(raw=b'{"models": [{"name": "llama3:latest"}]}', delay_s=3.0)
-    assert "cannot reach the ollama judge server" in check_ready_error(server, timeout_s=0.3)
+def test_check_ready_gives_up_after_the_timeout(judge_server: FakeLLMServer) -> None:
+    judge_server.models_reply = Reply(raw=b'{"models": [{"name": "llama3:latest"}]}', delay_s=3.0)
+    assert "cannot reach the ollama judge server" in check_ready_error(judge_server, timeout_s=0.3)
 
 
 def test_a_reply_of_another_shape_is_recorded_with_the_missing_key(
-    server: FakeLLMServer, sleeps: list[float]
+    judge_server: FakeLLMServer, sleeps: list[float]
 ) -> None:
-    server.default_reply = Reply(raw=b'{"answer": "85"}')
-    result = make_judge(server, sleeps, stream=False, max_attempts=1).score("i", "r", "m")
+    judge_server.default_reply = Reply(raw=b'{"answer": "85"}')
+    result = make_judge(judge_server, sleeps, stream=False, max_attempts=1).score("i", "r", "m")
     assert result.error == "attempt 1/1: BadReply: unexpected reply shape (KeyError: 'message')"

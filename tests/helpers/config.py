@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import lit_sft.cli  # noqa: F401  (registers ${run_path:...}, as the entry points do)
@@ -43,6 +43,13 @@ def compose_config(
     if run_dir is not None:
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
+    return cfg
+
+
+def save_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """Writes `cfg` where Hydra leaves a run's config, `<run_dir>/.hydra/config.yaml`; `cfg`."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     return cfg
 
 

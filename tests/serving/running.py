@@ -13,19 +13,13 @@ import torch
 import uvicorn
 
 from lit_sft.generation import generate
-from lit_sft.model import GPT, GPTConfig
+from lit_sft.model import GPT
 from lit_sft.prompts import PromptStyle, prompt_style
 from lit_sft.serving.app import ServedModel, ServerSettings, create_app
 from lit_sft.serving.engine import Engine
 from lit_sft.tokenizer import Tokenizer
 
-TINY = dict(vocab_size=50257, context_length=128, emb_dim=32, n_layers=2, n_heads=2)
 NAME = "tiny"
-
-
-def tiny_model(seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(**TINY)).eval()
 
 
 def expected_answer(

@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from omegaconf import OmegaConf
 
 from lit_sft.checkpoints import export_hf
 from lit_sft.prompts import prompt_style
-from tests.helpers.config import REPO, compose_config
-from tests.serving.running import expected_answer, tiny_model
-
-MODEL_ARGS = [
-    "model=gpt2-tiny",
-    "model.arch.context_length=128",
-    "model.arch.emb_dim=32",
-    "model.arch.n_layers=2",
-    "model.arch.n_heads=2",
-]
+from tests.helpers.config import compose_config, save_run_config
+from tests.helpers.scripts import script_env, start_script
+from tests.helpers.tiny_gpt import MODEL_ARGS, tiny_model
+from tests.serving.running import expected_answer
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder of the tests' tiny model, trained (as it were) in the phi3 style."""
     folder = tmp_path_factory.mktemp("runs") / "my-run"
-    cfg = compose_config([*MODEL_ARGS, "prompt=phi3"], folder)
-    (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    save_run_config(compose_config([*MODEL_ARGS, "prompt=phi3"], folder), folder)
     export_hf(tiny_model(), folder)
     return folder
 
@@ -46,15 +35,7 @@ def free_port() -> int:
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "serve.py", *args],
-        cwd=REPO,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_script("serve.py", *args, env=script_env(**(env or {})))
 
 
 @pytest.fixture

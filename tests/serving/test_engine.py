@@ -9,7 +9,8 @@ from lit_sft.model import GPT, GPTConfig
 from lit_sft.serving.engine import Engine, Finished, Job, Piece
 from lit_sft.serving.sampling import SamplingParams
 from lit_sft.tokenizer import Tokenizer
-from tests.serving.running import TINY, Probe, wait_until
+from tests.helpers.tiny_gpt import TINY
+from tests.serving.running import Probe, wait_until
 
 
 def double_model() -> GPT:

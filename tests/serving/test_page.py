@@ -11,7 +11,8 @@ import pytest
 from lit_sft.chat import Chat, Sampling
 from lit_sft.model import GPT
 from lit_sft.prompts import prompt_style
-from tests.serving.running import Probe, running_server, tiny_model, wait_until
+from tests.helpers.tiny_gpt import tiny_model
+from tests.serving.running import Probe, running_server, wait_until
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(

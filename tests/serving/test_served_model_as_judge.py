@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -14,8 +11,10 @@ from lit_sft.checkpoints import export_hf
 from lit_sft.model import GPT, GPTConfig
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import Tokenizer
-from tests.helpers.config import REPO, TINY_RUN, compose_config
-from tests.serving.running import NAME, TINY, running_server
+from tests.helpers.config import REPO, TINY_RUN, compose_config, save_run_config
+from tests.helpers.scripts import run_script, script_env
+from tests.helpers.tiny_gpt import TINY
+from tests.serving.running import NAME, running_server
 
 
 def always_says(text: str) -> GPT:
@@ -34,9 +33,7 @@ def always_says(text: str) -> GPT:
 
 def test_the_served_model_is_evaluate_pys_judge(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = compose_config(TINY_RUN, run)
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    cfg = save_run_config(compose_config(TINY_RUN, run), run)
     arch = OmegaConf.to_container(cfg.model.arch, resolve=True)
     torch.manual_seed(0)
     export_hf(GPT(GPTConfig(**arch)).eval(), run)
@@ -44,15 +41,7 @@ def test_the_served_model_is_evaluate_pys_judge(tmp_path: Path) -> None:
     with running_server(always_says("85"), max_tokens=1) as judge:
         args = [f"run_dir={run}", "judge=openai", f"judge.url={judge.url}", f"judge.model={NAME}"]
         args += ["limit=3", "max_new_tokens=4", "batch_size=4"]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(
-            [sys.executable, "evaluate.py", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_script("evaluate.py", *args, env=script_env(PYTHONPATH=str(REPO)))
         judged = sum(judge.engine.batch_sizes)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = RunDir(run).read_eval_summary()

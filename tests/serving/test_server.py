@@ -11,12 +11,12 @@ import pytest
 from lit_sft.model import GPT
 from lit_sft.prompts import prompt_style
 from lit_sft.tokenizer import Tokenizer
+from tests.helpers.tiny_gpt import tiny_model
 from tests.serving.running import (
     NAME,
     Probe,
     expected_answer,
     running_server,
-    tiny_model,
     wait_until,
 )
 

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +11,8 @@ from safetensors.torch import load_file
 
 from lit_sft.data.synthetic import synthetic_entries
 from tests.helpers.callbacks import read_batch_log
-from tests.helpers.config import REPO, TINY_RUN, scalars
+from tests.helpers.config import TINY_RUN, scalars
+from tests.helpers.scripts import run_script
 
 RUN = [
     *TINY_RUN,
@@ -28,9 +26,7 @@ RUN = [
 
 
 def run_train(run_dir: Path, *overrides: str) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "train.py", *RUN, *overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = run_script("train.py", *RUN, *overrides, f"hydra.run.dir={run_dir}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -13,29 +13,13 @@ from lit_sft.data.encoding import EncodedEntry
 from lit_sft.data.preference import EncodedPair, collate_preferences
 from lit_sft.files import write_json_atomic
 from lit_sft.lora import LoRAConfig, add_adapters
-from lit_sft.model import GPT, GPTConfig
+from lit_sft.model import GPT
 from lit_sft.run_dir import RunDir
 from lit_sft.tokenizer import IGNORE_INDEX
 from lit_sft.training.dpo import METRICS, DPOModule, pair_metric_sums
 from lit_sft.training.losses import sequence_logps
 from lit_sft.training.preference_losses import LossOptions, PreferenceLosses, pair_losses
-
-CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
-MODEL_CONFIG = {"vocab_size": 101, "context_length": 64, "emb_dim": 32, "n_layers": 2, "n_heads": 4}
-
-
-def constant_logits_model(logits: list[float]) -> GPT:
-    """A GPT whose every position predicts `logits` for tokens 0, 1, ... (the rest: -inf-ish)."""
-    model = GPT(CONFIG)
-    with torch.no_grad():
-        # The final norm then outputs its bias whatever the input: (1, 0, ..., 0).
-        model.final_norm.weight.zero_()
-        model.final_norm.bias.zero_()
-        model.final_norm.bias[0] = 1.0
-        model.out_head.weight.zero_()
-        model.out_head.weight[:, 0] = -1e4
-        model.out_head.weight[: len(logits), 0] = torch.tensor(logits)
-    return model
+from tests.helpers.dpo import CONFIG, MODEL_CONFIG, constant_logits_model
 
 
 def pairs(generator: torch.Generator, lengths: list[tuple[int, int, int]]) -> dict:

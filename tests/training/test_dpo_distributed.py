@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from lit_sft.model import GPT, GPTConfig
-from tests.helpers.config import REPO, TINY_RUN, scalars
+from tests.helpers.config import TINY_RUN, scalars
+from tests.helpers.scripts import run_script
 
 ARCH = {"vocab_size": 50257, "context_length": 256, "emb_dim": 32, "n_layers": 2, "n_heads": 2}
 RUN = [
@@ -38,9 +36,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_train(run_dir: Path, *overrides: str) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "train.py", *RUN, *overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = run_script("train.py", *RUN, *overrides, f"hydra.run.dir={run_dir}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -6,31 +6,13 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from lit_sft.cli.train import build_module
 from lit_sft.data.preference import EncodedPair, collate_preferences
 from lit_sft.data.sft import EncodedEntry
-from lit_sft.model import GPT, GPTConfig
 from lit_sft.training.dpo import DPOModule
 from tests.helpers.config import TINY_RUN, compose_config
-
-CONFIG = GPTConfig(vocab_size=101, context_length=64, emb_dim=32, n_layers=2, n_heads=4)
-MODEL_CONFIG = {"vocab_size": 101, "context_length": 64, "emb_dim": 32, "n_layers": 2, "n_heads": 4}
-
-
-def constant_logits_model(logits: list[float]) -> GPT:
-    """A GPT whose every position predicts `logits` for tokens 0, 1, ... (the rest: -inf-ish)."""
-    model = GPT(CONFIG)
-    with torch.no_grad():
-        model.final_norm.weight.zero_()
-        model.final_norm.bias.zero_()
-        model.final_norm.bias[0] = 1.0
-        model.out_head.weight.zero_()
-        model.out_head.weight[:, 0] = -1e4
-        model.out_head.weight[: len(logits), 0] = torch.tensor(logits)
-    return model
-
+from tests.helpers.dpo import MODEL_CONFIG, constant_logits_model
 
 # Prompt [1], chosen [0, 0] + end-of-text, rejected [1] + end-of-text (end-of-text = pad = 1):
 # chosen targets 0, 0, 1; rejected targets 1, 1.

@@ -9,10 +9,8 @@ state and counters.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +20,8 @@ from safetensors.torch import load_file
 
 from lit_sft.cli.train import train
 from tests.helpers.callbacks import read_batch_log
-from tests.helpers.config import REPO, TINY_RUN, compose_config
+from tests.helpers.config import TINY_RUN, compose_config
+from tests.helpers.scripts import start_script
 
 # 100 synthetic entries: 10 shuffled train batches of 8 per epoch, so 14 steps cross an epoch.
 RUN = [
@@ -129,15 +128,7 @@ def test_sigterm_checkpoints_the_step_and_resume_continues_it(
         f"+callbacks.wait.ready_file={ready}",
         f"hydra.run.dir={run_dir}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.Popen(
-        [sys.executable, "train.py", *overrides],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = start_script("train.py", *overrides, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     while not ready.exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
