@@ -181,7 +181,11 @@ def test_evaluate_with_an_unreachable_judge_keeps_the_answers(run_folder: Path) 
 def test_a_debug_flag_raises_the_error_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
-    monkeypatch.delenv("LIT_SFT_DEBUG", raising=False)
+    # Set before deleting, so that the teardown removes the LIT_SFT_DEBUG=1 run_cli sets in turn
+    # (a delenv of an absent variable records nothing to undo, and the flag would leak into later
+    # tests' subprocesses, turning their one-line errors into tracebacks).
+    monkeypatch.setenv("LIT_SFT_DEBUG", "")
+    monkeypatch.delenv("LIT_SFT_DEBUG")
     monkeypatch.setenv("HYDRA_FULL_ERROR", "")
     monkeypatch.setenv(variable, "1")
     argv = ["train.py", *TINY_RUN, "data.synthetic_size=6", f"hydra.run.dir={tmp_path}"]
