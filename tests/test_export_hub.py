@@ -37,6 +37,11 @@ def run(tmp_path: Path) -> Path:
     (scored / "settings.json").write_text("{}")
     judge = {"scorer": "judge", "api": "ollama", "model": "llama3"}
     (scored / "summary.json").write_text(json.dumps({**EVALUATION, "scorer": judge}))
+    # What evaluate.py saves beside its results: its own config, whose data group names the prompt
+    # style through ${prompt.name}, which evaluating a run leaves null.
+    evaluated = compose_config([], folder, config_name="evaluate")
+    (folder / "eval" / ".hydra").mkdir()
+    OmegaConf.save(evaluated, folder / "eval" / ".hydra" / "config.yaml")
     return folder
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,13 @@ def named_model_config(model: str) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def saved_config(path: Path, run_dir: Path) -> dict[str, Any]:
-    """A config Hydra saved in `run_dir` (.hydra/config.yaml, eval/.hydra/config.yaml), resolved."""
+def saved_config(path: Path, run_dir: Path, keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """A config Hydra saved in `run_dir` (.hydra/config.yaml, eval/.hydra/config.yaml), resolved;
+    with `keys`, only those of its top-level keys it has (evaluate's own config holds groups, such
+    as `data` with its `${prompt.name}`, that evaluating a run leaves unresolvable)."""
     cfg = OmegaConf.load(path)
     # The saved run_dir is Hydra's output folder of the job; here it is this folder.
     cfg.run_dir = str(run_dir)
+    if keys is not None:
+        return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in keys if key in cfg}
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

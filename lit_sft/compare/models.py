@@ -94,7 +94,7 @@ def compare_pair(
         "entry_differences": {
             key: score_b[key] - score_a[key]
             for key in sorted(score_a)
-            if score_a[key] is not None and score_b[key] is not None
+            if score_a[key] is not None and score_b.get(key) is not None
         },
     }
 

@@ -112,5 +112,10 @@ def _facts(run: RunDir, config: dict[str, Any]) -> RunFacts:
     from lit_sft.cli.compose import saved_config
 
     eval_config_path = run.eval_dir / ".hydra" / "config.yaml"
-    eval_config = saved_config(eval_config_path, run.path) if eval_config_path.is_file() else None
+    # Only its judge: older evaluations' summaries did not name it.
+    eval_config = (
+        saved_config(eval_config_path, run.path, keys=["judge"])
+        if eval_config_path.is_file()
+        else None
+    )
     return RunFacts(config, run.read_summary(), run.read_eval_summary(), eval_config)

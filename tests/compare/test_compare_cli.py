@@ -133,6 +133,18 @@ def test_an_evaluation_stopped_early_is_paired_on_what_it_answered(folders, tmp_
     assert (pair["n"], pair["unpaired"], pair["diff"]) == (6, 2, expected.diff)
 
 
+def test_either_model_may_have_stopped_early(folders, tmp_path) -> None:
+    """B answered fewer entries than A: the pair is their overlap, per-entry differences too."""
+    answers = EvalDir(folders[1] / "eval").answers_dirs()[0].answers
+    records = json.loads(answers.read_text())
+    records[6] = records[7] = None  # not answered yet (a smaller limit=)
+    answers.write_text(json.dumps(records))
+    assert main([*map(str, folders), "--out", str(tmp_path / "cmp")]) == 0
+    (pair,) = read_json(tmp_path / "cmp" / "compare.json")["models"]["pairs"]
+    assert (pair["n"], pair["unpaired"]) == (6, 2)
+    assert len(pair["entry_differences"]) == 6
+
+
 def test_pairwise_without_a_judge_says_how_to_get_one(folders, tmp_path, capsys) -> None:
     exact_only = [
         evaluated(tmp_path / "a", BASE[0], {"exact_match": BASE[1]}),
