@@ -1,11 +1,12 @@
-"""Files: the cache of dataset URLs (`data/`; Hub files go to the HF cache), atomic writes."""
+"""Files: the cache of dataset URLs (`data/`; Hub files go to the HF cache), atomic writes, and
+appends to JSON Lines files that a stopped run may have left half a line in."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 CACHE_ENV = "LIT_SFT_CACHE"
 
@@ -28,3 +29,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def open_for_append(path: Path) -> IO[str]:
+    """`path` opened to append JSON lines, after a newline if a stopped run left half a line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ends_mid_line = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            ends_mid_line = f.read(1) != b"\n"
+    f = path.open("a", encoding="utf-8")
+    if ends_mid_line:
+        # Without this the next record would be glued onto the partial line and lost on resume.
+        f.write("\n")
+    return f

@@ -23,8 +23,8 @@ import numpy as np
 
 from lit_sft.compare.models import ModelResults
 from lit_sft.evaluation.judge import Judge
-from lit_sft.evaluation.judge.store import open_for_append
 from lit_sft.evaluation.paired import mean_ci95
+from lit_sft.files import open_for_append
 from lit_sft.prompts import prompt_style
 
 PROMPT_VERSION = 1

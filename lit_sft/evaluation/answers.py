@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from lit_sft.data.entries import Entry
+from lit_sft.data.entries import Entry, parse_entries
 from lit_sft.data.sft import InstructionDataModule
 from lit_sft.errors import InvalidInput, MissingFile
 from lit_sft.files import write_json_atomic
@@ -162,17 +162,8 @@ def read_answers_file(path: Path, response_field: str) -> list[dict[str, Any]]:
     `model_response`; each needs `instruction`, `output` and that field."""
     if not path.is_file():
         raise MissingFile(f"no answers file {path}, in answers=; give a JSON or JSONL file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        records = (
-            json.loads(text)
-            if text.lstrip().startswith("[")
-            else [json.loads(line) for line in text.splitlines() if line.strip()]
-        )
-    except json.JSONDecodeError as error:
-        raise InvalidInput(
-            f"{path} is neither JSON nor JSON lines ({error}); fix the file"
-        ) from None
+    # The dataset reader's parsing (a JSON list or JSON Lines, a byte-order mark allowed).
+    records = parse_entries(path.read_text(encoding="utf-8-sig"), str(path))
     entries = []
     for index, record in enumerate(records):
         missing = [k for k in ("instruction", "output", response_field) if k not in record]

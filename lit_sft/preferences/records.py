@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lit_sft.files import open_for_append
+
 
 def read_records(path: Path) -> dict[int, dict[str, Any]]:
     """The records in `path` by their `index`; later lines win, unreadable lines are skipped."""
@@ -26,18 +28,8 @@ def read_records(path: Path) -> dict[int, dict[str, Any]]:
 
 def append_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """Appends `records` (each with an `index`) in one write, synced to disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    with path.open("a+", encoding="utf-8") as f:
-        # After a partial last line the next record must start on a line of its own.
-        if f.tell() and not _ends_with_newline(path):
-            text = "\n" + text
+    with open_for_append(path) as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"

@@ -14,6 +14,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from lit_sft.evaluation.judge.client import Judge, JudgeResult
+from lit_sft.files import open_for_append
 
 
 def read_all_scores(scores_path: Path) -> dict[tuple[int, int], JudgeResult]:
@@ -38,21 +39,6 @@ def read_all_scores(scores_path: Path) -> dict[tuple[int, int], JudgeResult]:
 def read_scores(scores_path: Path, repeat: int = 0) -> dict[int, JudgeResult]:
     """The results of one repeat recorded in a scores file, by entry."""
     return {i: r for (i, rep), r in read_all_scores(scores_path).items() if rep == repeat}
-
-
-def open_for_append(path: Path) -> IO[str]:
-    """`path` opened to append JSON lines, after a newline if a stopped run left half a line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ends_mid_line = False
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            ends_mid_line = f.read(1) != b"\n"
-    f = path.open("a", encoding="utf-8")
-    if ends_mid_line:
-        # Without this the next record would be glued onto the partial line and lost on resume.
-        f.write("\n")
-    return f
 
 
 def _append(f: IO[str], index: int, repeat: int, result: JudgeResult) -> None:
