@@ -121,6 +121,32 @@ def check_metric(metric: str, runs: Sequence[RunRecord]) -> None:
         raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(valid)}")
 
 
+def score_question(eval_summary: dict[str, Any]) -> str:
+    """What an evaluation score measured, apart from the model: scorer (judge, its prompt),
+    test split, decoding and limit. The prompt style belongs to the model side (a sweep may vary
+    it)."""
+    answers = {
+        k: v
+        for k, v in (eval_summary.get("answers") or {}).items()
+        if k not in ("weights_sha256", "source", "prompt_style")
+    }
+    question = {k: eval_summary.get(k) for k in ("metric", "scorer", "limit")}
+    return json.dumps({**question, "answers": answers}, sort_keys=True)
+
+
+def check_same_question(metric: str, runs: Sequence[RunRecord]) -> None:
+    """Raise ValueError unless every run's `metric` score measured the same thing."""
+    scored = [r for r in runs if r.eval_summary and r.eval_summary.get("metric") == metric]
+    first = next(iter(scored), None)
+    for run in scored:
+        if score_question(run.eval_summary) != score_question(first.eval_summary):
+            raise ValueError(
+                f"the {metric} scores of {first.name} and {run.name} measured different things "
+                "(scorer, judge, test split, decoding or limit differ in their eval summaries); "
+                "evaluate every run the same way, or pass --metric val_loss"
+            )
+
+
 def rank_runs(runs: Sequence[RunRecord], metric: str, descending: bool) -> list[RunRecord]:
     """Finished runs sorted by `metric` (those without it last), then failed, then unfinished."""
     finished = [r for r in runs if r.status == FINISHED]
@@ -243,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = collect_runs(args.sweep_dir)
         metric = args.metric or default_metric(runs)
         check_metric(metric, runs)
+        check_same_question(metric, runs)
     except ValueError as err:
         parser.error(str(err))
     descending = higher_is_better(metric, runs) if args.descending is None else args.descending

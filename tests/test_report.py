@@ -429,3 +429,32 @@ def test_module_runs_from_the_command_line(tmp_path: Path) -> None:
     assert "Sorted by val_response_loss (ascending)" in result.stdout
     assert "| 1 | gpt2-small | phi3 |" in result.stdout
     assert str(sweep / "val_loss.png") in result.stdout
+
+
+def test_scores_that_measured_different_things_are_not_ranked_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = ["0_model=gpt2-tiny,prompt=alpaca", "1_model=gpt2-tiny,prompt=phi3"]
+    sweep = make_sweep(tmp_path, {runs[0]: ("judge", 70.0), runs[1]: ("judge", 40.0)})
+
+    def judged_by(run: str, judge_model: str, prompt_style: str) -> None:
+        path = sweep / run / "eval" / "eval-summary.json"
+        summary = json.loads(path.read_text())
+        summary["scorer"] = {"scorer": "judge", "model": judge_model, "prompt": "rubric"}
+        summary["answers"] = {"weights_sha256": run, "prompt_style": prompt_style}
+        path.write_text(json.dumps(summary))
+
+    # The same judge on answers in two prompt styles (what the sweep varies): ranked.
+    judged_by(runs[0], "llama3", "alpaca")
+    judged_by(runs[1], "llama3", "phi3")
+    assert column(*run_report(sweep), "judge")[:2] == ["70.0 ± 3.8", "40.0 ± 3.8"]
+    # Another judge's 40 is not comparable with llama3's 70: one line, no report.
+    judged_by(runs[1], "gpt-4o", "phi3")
+    (sweep / "report.md").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep), "--metric", "judge"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the judge scores of {runs[0]} and {runs[1]} measured different things" in err
+    assert not (sweep / "report.md").exists()
+    assert main([str(sweep), "--metric", "val_loss"]) == 0

@@ -8,13 +8,14 @@ every metric both have, `compare_models` computes the paired statistics of b aga
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
 from lit_sft.errors import InvalidInput
-from lit_sft.evaluation.flags import flag_summary
+from lit_sft.evaluation.flags import flag_summary, task_of
 from lit_sft.evaluation.paired import CI95_METHOD, P_VALUE_METHOD, keyed_scores, paired_stats
 
 WORST_ENTRIES = 10
@@ -79,6 +80,27 @@ def worst_entries(
     return rows
 
 
+def task_pairs(a: ModelResults, b: ModelResults, metric: str) -> dict[str, dict[str, Any]]:
+    """The paired statistics of b against a within each task, where the entries have tasks.
+
+    A mean over all entries hides a gain on one task paid for by a loss on another; per task,
+    each difference keeps its own interval. Empty where no entry has a task.
+    """
+    score_a, score_b = a.scores[metric], b.scores[metric]
+    keys_of: dict[str, list[str]] = defaultdict(list)
+    for key, entry in a.answers.items():
+        if score_a.get(key) is not None and score_b.get(key) is not None:
+            keys_of[task_of(entry) or "(none)"].append(key)
+    if set(keys_of) <= {"(none)"}:
+        return {}
+    return {
+        task: paired_stats(
+            {k: score_a[k] for k in keys}, {k: score_b[k] for k in keys}, names=(a.name, b.name)
+        ).as_dict()
+        for task, keys in sorted(keys_of.items())
+    }
+
+
 def compare_pair(
     a: ModelResults, b: ModelResults, metric: str, worst: int = WORST_ENTRIES
 ) -> dict[str, Any]:
@@ -90,6 +112,7 @@ def compare_pair(
         "b": b.name,
         "metric": metric,
         **stats.as_dict(),
+        "by_task": task_pairs(a, b, metric),
         "worst": worst_entries(a, b, metric, worst) if worst else [],
         "entry_differences": {
             key: score_b[key] - score_a[key]

@@ -41,6 +41,29 @@ def pairs_table(comparison: dict[str, Any]) -> list[str]:
     return table([*columns, "wins / ties / losses", "p"], "lllrrrrllr", rows)
 
 
+def task_pairs_table(comparison: dict[str, Any]) -> list[str]:
+    """Per pair, metric and task (where the data has tasks): means, B - A, interval, signs."""
+    rows = [
+        [
+            *(p[key] for key in ("a", "b", "metric")),
+            task,
+            t["n"],
+            f"{t['mean_a']:.2f}",
+            f"{t['mean_b']:.2f}",
+            f"{t['diff']:+.2f}",
+            "[{:+.2f}, {:+.2f}]".format(*t["ci95"]),
+            f"{t['wins']} / {t['ties']} / {t['losses']}",
+            f"{t['p_value']:.3g}",
+        ]
+        for p in comparison["pairs"]
+        for task, t in p.get("by_task", {}).items()
+    ]
+    if not rows:
+        return []
+    columns = ["A", "B", "metric", "task", "n", "mean A", "mean B", "B − A", "95 % interval"]
+    return table([*columns, "wins / ties / losses", "p"], "llllrrrrllr", rows)
+
+
 def flags_table(comparison: dict[str, Any]) -> list[str]:
     """One row per model: the count (share) of answers with each flag."""
     rows = [
@@ -101,6 +124,10 @@ def markdown(comparison: dict[str, Any], plot_name: str = "compare.png") -> str:
         "difference.",
         f"- p: {methods['p_value']}.",
         "",
+    ]
+    if by_task := task_pairs_table(comparison):
+        lines += ["### Per task (the same statistics within each task)", "", *by_task, ""]
+    lines += [
         "## Error flags (count and share of answers)",
         "",
         *flags_table(comparison),

@@ -110,4 +110,37 @@ def test_outputs(tmp_path) -> None:
     assert "| base | sft | exact_match | 8 | 50.00 | 100.00 | +50.00 |" in text
     assert "### base vs sft, judge: the entries they differ most on" in text
     assert "| base | add | 8 |" in text  # the synthetic task, per model
+    # The paired statistics within the task (every entry here is an addition).
+    assert "| base | sft | exact_match | add | 8 | 50.00 | 100.00 | +50.00 |" in text
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_task_statistics_show_a_gain_paid_for_by_a_loss() -> None:
+    # Four sorts B gets right and A wrong, four reversals the other way: overall no difference.
+    entries = [
+        {"instruction": f"Sort the letters alphabetically: {c} b a", "output": f"a b {c}"}
+        for c in "wxyz"
+    ] + [{"instruction": f"Reverse the letters: a b {c}", "output": f"{c} b a"} for c in "wxyz"]
+    right, wrong = [e["output"] for e in entries], ["?"] * 8
+
+    def results(name: str, answers: list[str]) -> ModelResults:
+        answered = [{**e, "model_response": r} for e, r in zip(entries, answers, strict=True)]
+        exact = [100.0 * (r == e["output"]) for e, r in zip(entries, answers, strict=True)]
+        return ModelResults.from_lists(name, answered, {"exact_match": exact})
+
+    a = results("a", wrong[:4] + right[4:])
+    b = results("b", right[:4] + wrong[4:])
+    pair = compare_models([a, b])["pairs"][0]
+    assert pair["diff"] == 0.0
+    sort, reverse = pair["by_task"]["sort"], pair["by_task"]["reverse"]
+    assert (sort["n"], sort["diff"], sort["wins"], sort["losses"]) == (4, 100.0, 4, 0)
+    assert (reverse["n"], reverse["diff"], reverse["wins"], reverse["losses"]) == (4, -100.0, 0, 4)
+    assert sort["ci95"] == [100.0, 100.0]  # every difference is +100: nothing to resample
+    assert sort["p_value"] == pytest.approx(0.125)  # 4 wins of 4 signs: 2 x 0.5^4
+
+
+def test_no_per_task_statistics_without_tasks() -> None:
+    plain = [{"instruction": f"q{i}", "output": "x", "model_response": "x"} for i in range(3)]
+    a = ModelResults.from_lists("a", plain, {"exact_match": [100.0] * 3})
+    b = ModelResults.from_lists("b", plain, {"exact_match": [0.0, 100.0, 100.0]})
+    assert compare_models([a, b])["pairs"][0]["by_task"] == {}
