@@ -129,3 +129,21 @@ def test_missing_model_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "error: chat.py needs run_dir=<run folder>, or weights=<file> model=<size> prompt=<style>"
     ]
+
+
+def test_input_file_reaches_the_prompt_as_it_is(weights: Path, tmp_path: Path) -> None:
+    # Brackets, a comma and a colon: text Hydra's override grammar would refuse in input=.
+    text = "Hello (world), it is: fine.\nSecond line."
+    (tmp_path / "text.txt").write_text(text)
+    args = [f"weights={weights}", *MODEL_ARGS, "message=Summarise this.", "max_new_tokens=8"]
+    result = run_chat(*args, f"input_file={tmp_path / 'text.txt'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = expected_answer(tiny_model(), "Summarise this.", text, max_new_tokens=8)
+    assert result.stdout == expected + "\n"
+    assert expected != expected_answer(tiny_model(), "Summarise this.", max_new_tokens=8)
+
+    missing = run_chat(*args, f"input_file={tmp_path / 'nope.txt'}")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        f"error: input_file={tmp_path / 'nope.txt'} is not a file; pass the path of a text file"
+    ]
