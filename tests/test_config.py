@@ -202,3 +202,11 @@ def test_default_run_and_multirun_folder_names(tmp_path: Path) -> None:
     assert all((job / "summary.json").is_file() for job in sweep.iterdir() if job.is_dir())
     for when in (stamp(run.parent, run.name.split("_")[0]), stamp(sweep.parent, sweep.name)):
         assert started - timedelta(seconds=1) <= when <= datetime.now()
+
+
+def test_the_preference_demo_preset_is_orpo_without_a_reference(tmp_path: Path) -> None:
+    # README's measured loop: ORPO kept the chosen answers up where plain DPO collapsed them.
+    cfg = compose_config(["experiment=dpo_demo", "model.weights=w.safetensors"], tmp_path)
+    assert (cfg.module.loss, cfg.module.orpo_lambda, cfg.module.sft_weight) == ("orpo", 0.1, 0.0)
+    assert (cfg.trainer.max_steps, cfg.module.lr) == (200, 2e-4)
+    assert (cfg.module.lr_schedule, cfg.module.warmup_steps) == ("cosine", 20)
