@@ -23,45 +23,38 @@ def _cell(text: str) -> str:
     return flat if len(flat) <= MAX_CELL_CHARS else flat[: MAX_CELL_CHARS - 1] + "…"
 
 
+STAT_COLUMNS = ["n", "mean A", "mean B", "B − A", "95 % interval", "wins / ties / losses", "p"]
+
+
+def _stat_cells(stats: dict[str, Any]) -> list[Any]:
+    """One paired comparison's STAT_COLUMNS cells."""
+    return [
+        stats["n"],
+        f"{stats['mean_a']:.2f}",
+        f"{stats['mean_b']:.2f}",
+        f"{stats['diff']:+.2f}",
+        "[{:+.2f}, {:+.2f}]".format(*stats["ci95"]),
+        f"{stats['wins']} / {stats['ties']} / {stats['losses']}",
+        f"{stats['p_value']:.3g}",
+    ]
+
+
 def pairs_table(comparison: dict[str, Any]) -> list[str]:
     """One row per pair and metric: means, B - A with its interval, wins/ties/losses, p."""
-    columns = ["A", "B", "metric", "n", "mean A", "mean B", "B − A", "95 % interval"]
-    rows = [
-        [
-            *(p[key] for key in ("a", "b", "metric", "n")),
-            f"{p['mean_a']:.2f}",
-            f"{p['mean_b']:.2f}",
-            f"{p['diff']:+.2f}",
-            "[{:+.2f}, {:+.2f}]".format(*p["ci95"]),
-            f"{p['wins']} / {p['ties']} / {p['losses']}",
-            f"{p['p_value']:.3g}",
-        ]
-        for p in comparison["pairs"]
-    ]
-    return table([*columns, "wins / ties / losses", "p"], "lllrrrrllr", rows)
+    rows = [[p["a"], p["b"], p["metric"], *_stat_cells(p)] for p in comparison["pairs"]]
+    return table(["A", "B", "metric", *STAT_COLUMNS], "lllrrrrllr", rows)
 
 
 def task_pairs_table(comparison: dict[str, Any]) -> list[str]:
-    """Per pair, metric and task (where the data has tasks): means, B - A, interval, signs."""
+    """Per pair, metric and task (where the data has tasks): the same columns within the task."""
     rows = [
-        [
-            *(p[key] for key in ("a", "b", "metric")),
-            task,
-            t["n"],
-            f"{t['mean_a']:.2f}",
-            f"{t['mean_b']:.2f}",
-            f"{t['diff']:+.2f}",
-            "[{:+.2f}, {:+.2f}]".format(*t["ci95"]),
-            f"{t['wins']} / {t['ties']} / {t['losses']}",
-            f"{t['p_value']:.3g}",
-        ]
+        [p["a"], p["b"], p["metric"], task, *_stat_cells(stats)]
         for p in comparison["pairs"]
-        for task, t in p.get("by_task", {}).items()
+        for task, stats in p.get("by_task", {}).items()
     ]
     if not rows:
         return []
-    columns = ["A", "B", "metric", "task", "n", "mean A", "mean B", "B − A", "95 % interval"]
-    return table([*columns, "wins / ties / losses", "p"], "llllrrrrllr", rows)
+    return table(["A", "B", "metric", "task", *STAT_COLUMNS], "llllrrrrllr", rows)
 
 
 def flags_table(comparison: dict[str, Any]) -> list[str]:
