@@ -147,3 +147,19 @@ def test_input_file_reaches_the_prompt_as_it_is(weights: Path, tmp_path: Path) -
     assert missing.stderr.strip().splitlines() == [
         f"error: input_file={tmp_path / 'nope.txt'} is not a file; pass the path of a text file"
     ]
+
+
+def test_input_and_input_file_together_are_refused(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from lit_sft.cli.chat import input_text
+    from lit_sft.errors import InvalidInput
+
+    (tmp_path / "t.txt").write_text("file text")
+    both = OmegaConf.create({"input": "typed", "input_file": str(tmp_path / "t.txt")})
+    with pytest.raises(InvalidInput, match="pass input= or input_file=, not both"):
+        input_text(both)
+    assert input_text(OmegaConf.create({"input": "typed", "input_file": None})) == "typed"
+    assert input_text(OmegaConf.create({"input": "", "input_file": str(tmp_path / "t.txt")})) == (
+        "file text"
+    )
