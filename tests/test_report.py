@@ -437,24 +437,44 @@ def test_scores_that_measured_different_things_are_not_ranked_together(
     runs = ["0_model=gpt2-tiny,prompt=alpaca", "1_model=gpt2-tiny,prompt=phi3"]
     sweep = make_sweep(tmp_path, {runs[0]: ("judge", 70.0), runs[1]: ("judge", 40.0)})
 
-    def judged_by(run: str, judge_model: str, prompt_style: str) -> None:
+    def judged_by(run: str, judge_model: str, prompt_style: str, **changes: Any) -> None:
         path = sweep / run / "eval" / "eval-summary.json"
         summary = json.loads(path.read_text())
         summary["scorer"] = {"scorer": "judge", "model": judge_model, "prompt": "rubric"}
-        summary["answers"] = {"weights_sha256": run, "prompt_style": prompt_style}
+        summary["answers"] = {
+            "source": run,
+            "weights_sha256": run,
+            "prompt_style": prompt_style,
+            "test_split_sha256": "abc",
+            "generation": {"max_new_tokens": 256, "temperature": 0.0},
+        }
+        summary["limit"] = 100
+        for key, value in changes.items():
+            (summary["answers"] if key in summary["answers"] else summary)[key] = value
         path.write_text(json.dumps(summary))
 
-    # The same judge on answers in two prompt styles (what the sweep varies): ranked.
+    # The same judge on answers of other weights in two prompt styles (what a sweep varies): ranked.
     judged_by(runs[0], "llama3", "alpaca")
     judged_by(runs[1], "llama3", "phi3")
     assert column(*run_report(sweep), "judge")[:2] == ["70.0 ± 3.8", "40.0 ± 3.8"]
-    # Another judge's 40 is not comparable with llama3's 70: one line, no report.
-    judged_by(runs[1], "gpt-4o", "phi3")
-    (sweep / "report.md").unlink()
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(sweep), "--metric", "judge"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert f"the judge scores of {runs[0]} and {runs[1]} measured different things" in err
-    assert not (sweep / "report.md").exists()
+    # Another judge, test split, decoding or limit is another question: one line, no report.
+    others = {
+        "judge": ("gpt-4o", {}),
+        "test split": ("llama3", {"test_split_sha256": "def"}),
+        "decoding": ("llama3", {"generation": {"max_new_tokens": 64, "temperature": 0.0}}),
+        "limit": ("llama3", {"limit": 300}),
+    }
+    for judge_model, changes in others.values():
+        judged_by(runs[1], judge_model, "phi3", **changes)
+        (sweep / "report.md").unlink(missing_ok=True)
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(sweep), "--metric", "judge"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert (
+            f"the judge scores of {runs[0]} and {runs[1]} measured different things (scorer, "
+            "judge, test split, decoding or limit differ in their eval summaries); evaluate every "
+            "run the same way, or pass --metric val_loss"
+        ) in err
+        assert not (sweep / "report.md").exists()
     assert main([str(sweep), "--metric", "val_loss"]) == 0

@@ -139,6 +139,20 @@ def test_per_task_statistics_show_a_gain_paid_for_by_a_loss() -> None:
     assert sort["p_value"] == pytest.approx(0.125)  # 4 wins of 4 signs: 2 x 0.5^4
 
 
+def test_per_task_statistics_pair_only_the_entries_both_scored() -> None:
+    # B answered the first 3 of the 4 sorts (a smaller limit): the task pairs 3 entries.
+    sorts = [
+        {"instruction": f"Sort the letters alphabetically: {c} b a", "output": f"a b {c}"}
+        for c in "wxyz"
+    ]
+    answered = [{**e, "model_response": e["output"]} for e in sorts]
+    a = ModelResults.from_lists("a", answered, {"exact_match": [0.0, 0.0, 100.0, 0.0]})
+    b = ModelResults.from_lists("b", answered[:3], {"exact_match": [100.0, 0.0, 100.0]})
+    sort = compare_models([a, b])["pairs"][0]["by_task"]["sort"]
+    assert (sort["n"], sort["wins"], sort["ties"], sort["losses"]) == (3, 1, 2, 0)
+    assert sort["diff"] == pytest.approx(100 / 3)
+
+
 def test_no_per_task_statistics_without_tasks() -> None:
     plain = [{"instruction": f"q{i}", "output": "x", "model_response": "x"} for i in range(3)]
     a = ModelResults.from_lists("a", plain, {"exact_match": [100.0] * 3})
