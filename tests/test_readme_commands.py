@@ -12,6 +12,7 @@ import shlex
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 
 from tests.helpers.config import REPO
 
@@ -91,7 +92,7 @@ def test_a_key_the_config_lacks_fails() -> None:
     name, overrides = hydra_command("python train.py dpo.los=orpo  # a typo")
     with (
         initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"),
-        pytest.raises(Exception, match="los"),
+        pytest.raises(ConfigCompositionException, match="Could not override 'dpo.los'"),
     ):
         compose(config_name=name, overrides=overrides)
 
